@@ -1,0 +1,1 @@
+"""ml_collections config files (configs are code; see README "Safe loading")."""

@@ -1,0 +1,1 @@
+"""Converters from the public chest X-ray dataset formats to TFDS TFRecords."""

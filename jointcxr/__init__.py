@@ -1,0 +1,3 @@
+"""jointcxr: joint embeddings of chest X-rays and radiology reports in JAX/Flax."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Dataset schema, tokenizers and the tf.data -> jax.Array input pipeline."""

@@ -1,0 +1,100 @@
+"""The on-disk schema shared by the converters (data_prep) and the pipeline.
+
+One TFDS `FeaturesDict` per dataset family. Converters serialise examples with
+`features.serialize_example` and write TFDS metadata so that
+`tfds.builder_from_directory(output_dir)` loads the result; the input pipeline
+decodes with the same object. Changing a field here is a format change: bump
+`SCHEMA_VERSION` and keep the reader tolerant of the previous one.
+"""
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+SCHEMA_VERSION = "1.0.0"
+
+# The 14 CheXpert observations, in the alphabetical order of the MIMIC-CXR-JPG
+# CSVs. Always index labels by name; other sources order them differently.
+CHEXPERT_LABELS: tuple[str, ...] = (
+    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema",
+    "Enlarged Cardiomediastinum", "Fracture", "Lung Lesion", "Lung Opacity",
+    "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
+    "Pneumothorax", "Support Devices",
+)
+NO_FINDING_INDEX = CHEXPERT_LABELS.index("No Finding")
+
+# Label values as stored on disk (float32). Missing ("not mentioned", a blank
+# cell in the CSV) is kept distinct from uncertain and negative.
+POSITIVE, NEGATIVE, UNCERTAIN = 1.0, 0.0, -1.0
+MISSING = float("nan")
+
+# The 8 NIH ChestX-ray14 box classes (BBox_List_2017.csv spelling).
+NIH_BOX_LABELS: tuple[str, ...] = (
+    "Atelectasis", "Cardiomegaly", "Effusion", "Infiltrate", "Mass", "Nodule",
+    "Pneumonia", "Pneumothorax",
+)
+
+SPLITS = ("train", "validate", "test")
+
+
+def _image(encoding: str) -> tfds.features.Image:
+  return tfds.features.Image(shape=(None, None, 1), encoding_format=encoding)
+
+
+def study_features(image_encoding: str = "png") -> tfds.features.FeaturesDict:
+  """Image-report pairs: one example per study (MIMIC-CXR, Open-i).
+
+  Args:
+    image_encoding: "png" or "jpeg" for the stored 8-bit grayscale images.
+
+  Returns:
+    The FeaturesDict. All frontal images of the study are kept (`images`,
+    `dicom_ids` and `views` are parallel) so the pipeline can pick one.
+    `labels`/`labels_negbio` hold 1 / 0 / -1 / NaN (missing) per
+    `CHEXPERT_LABELS`.
+  """
+  return tfds.features.FeaturesDict({
+      "study_id": tfds.features.Scalar(dtype=np.int64),
+      "subject_id": tfds.features.Scalar(dtype=np.int64),
+      "images": tfds.features.Sequence(_image(image_encoding)),
+      "dicom_ids": tfds.features.Sequence(tfds.features.Text()),
+      "views": tfds.features.Sequence(tfds.features.Text()),
+      "findings": tfds.features.Text(),
+      "impression": tfds.features.Text(),
+      "sentences": tfds.features.Sequence(tfds.features.Text()),
+      "labels": tfds.features.Tensor(shape=(len(CHEXPERT_LABELS),),
+                                     dtype=np.float32),
+      "labels_negbio": tfds.features.Tensor(shape=(len(CHEXPERT_LABELS),),
+                                            dtype=np.float32),
+  })
+
+
+def localized_features(
+    class_names: Sequence[str], image_encoding: str = "png",
+) -> tfds.features.FeaturesDict:
+  """Localized-evaluation examples (segmentation masks and/or boxes).
+
+  Args:
+    class_names: the dataset's classes; `mask` has one channel per class and
+      `boxes/label` indexes into this list.
+    image_encoding: "png" or "jpeg".
+
+  Returns:
+    The FeaturesDict. Boxes are `tfds.features.BBox` (normalised ymin, xmin,
+    ymax, xmax); datasets with boxes only also get the box-rasterised `mask`
+    (LoVT converts boxes to masks for its linear-segmentation tasks).
+    `phrase` is set only for phrase-grounding sets (MS-CXR style).
+  """
+  return tfds.features.FeaturesDict({
+      "image_id": tfds.features.Text(),
+      "subject_id": tfds.features.Text(),
+      "image": _image(image_encoding),
+      "mask": tfds.features.Tensor(shape=(None, None, len(class_names)),
+                                   dtype=np.uint8, encoding="zlib"),
+      "boxes": tfds.features.Sequence({
+          "bbox": tfds.features.BBoxFeature(),
+          "label": tfds.features.ClassLabel(names=list(class_names)),
+      }),
+      "phrase": tfds.features.Text(),
+  })

@@ -1,0 +1,1 @@
+"""Pure functional Flax Linen towers, heads and the two-tower model."""
