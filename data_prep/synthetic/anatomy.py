@@ -1,0 +1,207 @@
+"""A phantom chest radiograph: anatomy only (findings are in `findings.py`).
+
+Rendering works on a normalised "body frame": u runs left->right across the
+image (u = 0 at the midline, patient's right lung at u < 0 because radiographs
+are displayed as if facing the patient), v runs top->bottom (v = 0 near the
+neck, v = 1 near the pelvis). A `Patient` holds the per-subject variation and
+maps pixel grids into that frame, so findings can be placed by side and zone.
+Intensities are linear "attenuation" values in 0..255 before the exposure
+curve and noise are applied.
+"""
+
+import dataclasses
+
+import numpy as np
+
+# Base intensities (linear, before exposure): air is dark, bone is bright.
+AIR, SOFT, LUNG, MEDIASTINUM, HEART, SPINE, ABDOMEN = (
+    6.0, 112.0, 42.0, 176.0, 166.0, 205.0, 152.0)
+RIB_GAIN, CLAVICLE_GAIN = 24.0, 36.0
+# Lung shape in the body frame: centre u, centre v, half width, half height.
+LUNG_U, LUNG_V, LUNG_A, LUNG_B = 0.175, 0.44, 0.135, 0.31
+NUM_RIBS = 9
+
+
+@dataclasses.dataclass(frozen=True)
+class Patient:
+  """Per-image geometry and exposure (sampled in `sample_patient`)."""
+  cx: float = 0.5          # image x of the midline
+  cy: float = 0.0          # vertical offset of the body frame
+  scale: float = 1.0       # body size relative to the field of view
+  rotation: float = 0.0    # radians
+  exposure: float = 1.0    # gamma of the exposure curve
+  brightness: float = 0.0  # additive offset after exposure
+  noise: float = 4.0       # std of the quantum noise (8-bit units)
+  ctr: float = 0.45        # cardiothoracic ratio
+  mediastinum: float = 0.055  # half width of the upper mediastinum
+  ap: bool = False         # AP projection: magnified heart, higher clavicles
+  aspect: float = 2544 / 3056  # width / height of the detector
+
+
+def sample_patient(rng: np.random.Generator, *, ap: bool = False) -> Patient:
+  """Draws realistic patient/positioning variation."""
+  return Patient(
+      cx=0.5 + rng.normal(0, 0.015),
+      cy=rng.normal(0, 0.02),
+      scale=float(np.clip(rng.normal(1.0, 0.05), 0.88, 1.12)),
+      rotation=float(np.deg2rad(rng.normal(0, 1.5))),
+      exposure=float(np.clip(rng.normal(1.0, 0.1), 0.75, 1.3)),
+      brightness=float(rng.normal(0, 6)),
+      noise=float(rng.uniform(2.5, 7.0)),
+      ctr=float(np.clip(rng.normal(0.45, 0.03), 0.38, 0.5)) * (
+          1.12 if ap else 1.0),
+      mediastinum=float(np.clip(rng.normal(0.055, 0.005), 0.045, 0.065)),
+      ap=ap,
+  )
+
+
+def body_frame(p: Patient, height: int, width: int) -> tuple[np.ndarray,
+                                                            np.ndarray]:
+  """(u, v) coordinates of every pixel of an image of the given size."""
+  y = (np.arange(height, dtype=np.float32)[:, None] + 0.5) / height
+  x = (np.arange(width, dtype=np.float32)[None, :] + 0.5) / width
+  # Work in units of image height so shapes are not stretched by the aspect.
+  dx = (x - p.cx) * (width / height)
+  dy = y - 0.5 - p.cy
+  c, s = np.cos(p.rotation), np.sin(p.rotation)
+  u = (c * dx + s * dy) / p.scale
+  v = (-s * dx + c * dy) / p.scale + 0.5
+  return u.astype(np.float32), v.astype(np.float32)
+
+
+def diaphragm(u: np.ndarray, side: int) -> np.ndarray:
+  """v of the hemidiaphragm dome under lung `side` (-1 right, +1 left)."""
+  t = (np.abs(u) - LUNG_U) / LUNG_A
+  # The right hemidiaphragm sits higher (liver).
+  return 0.70 + 0.06 * t ** 2 + (0.015 if side > 0 else -0.01)
+
+
+def lung_mask(u: np.ndarray, v: np.ndarray, side: int,
+              p: Patient | None = None) -> np.ndarray:
+  """Boolean mask of the right (-1) or left (+1) lung field."""
+  cu = side * LUNG_U
+  a = LUNG_A * (0.93 if side > 0 else 1.0)  # the heart takes room on the left
+  inside = ((u - cu) / a) ** 2 + ((v - LUNG_V) / LUNG_B) ** 2 < 1.0
+  inside &= v < diaphragm(u, side)
+  heart = heart_mask(u, v, p) if p is not None else False
+  return inside & ~heart
+
+
+def heart_mask(u: np.ndarray, v: np.ndarray, p: Patient | None,
+               ctr: float | None = None) -> np.ndarray:
+  """Cardiac silhouette for a cardiothoracic ratio (default: the patient's)."""
+  ctr = (p.ctr if p is not None else 0.45) if ctr is None else ctr
+  thoracic_width = 2 * (LUNG_U + LUNG_A)
+  half = ctr * thoracic_width / 2
+  return ((u - 0.035) / half) ** 2 + ((v - 0.6) / 0.125) ** 2 < 1.0
+
+
+def lung_zone(v: np.ndarray, zone: str) -> np.ndarray:
+  """Upper / middle / lower thirds of the lung fields (by v)."""
+  top, bottom = LUNG_V - LUNG_B, LUNG_V + LUNG_B
+  third = (bottom - top) / 3
+  lo = {"upper": top, "middle": top + third, "lower": top + 2 * third}[zone]
+  return (v >= lo) & (v < lo + third + (0.05 if zone == "lower" else 0))
+
+
+def _rib_centre(au: np.ndarray, k: np.ndarray) -> np.ndarray:
+  return 0.16 + 0.066 * k + 0.55 * (au - 0.04) ** 2 + 0.1 * (au - 0.04)
+
+
+def rib_field(u: np.ndarray, v: np.ndarray,
+              skip: tuple[int, int, float] | None = None) -> np.ndarray:
+  """Posterior ribs as curved bands (1 on a rib, 0 elsewhere).
+
+  Each pixel is tested against its nearest rib only (ribs are parallel
+  curves spaced 0.066 apart), which keeps this O(pixels).
+
+  Args:
+    u: body-frame u.
+    v: body-frame v.
+    skip: optional (side, rib index, u position) where the rib is broken:
+      the lateral part is displaced (a rib fracture).
+  """
+  au = np.abs(u)
+  k = np.clip(np.round((v - _rib_centre(au, 0)) / 0.066), 0, NUM_RIBS - 1)
+  on = np.abs(v - _rib_centre(au, k)) < 0.011
+  on &= (au > 0.045) & (au < 0.33)
+  if skip is not None:
+    side, rib, pos = skip
+    this = (np.sign(u) == side)
+    # Lateral fragment displaced downwards, with a gap at the fracture line.
+    k2 = np.clip(np.round((v - 0.012 - _rib_centre(au, 0)) / 0.066), 0,
+                 NUM_RIBS - 1)
+    lateral = this & (au > abs(pos))
+    on_lat = (np.abs(v - 0.012 - _rib_centre(au, k2)) < 0.011) & (
+        au < 0.33)
+    broken = lateral & (np.round((v - 0.012 - _rib_centre(au, 0)) / 0.066)
+                        == rib)
+    on = np.where(broken, on_lat & (k2 == rib), on & ~(lateral & (k == rib)))
+    on &= ~(this & (np.abs(au - abs(pos)) < 0.006) & (np.abs(
+        v - _rib_centre(au, rib)) < 0.03))
+  return on.astype(np.float32)
+
+
+def render_anatomy(p: Patient, height: int, width: int,
+                   rib_break: tuple[int, int, float] | None = None
+                   ) -> tuple[np.ndarray, dict]:
+  """Linear-intensity frontal radiograph without findings.
+
+  Returns:
+    (image [H, W] float32, geometry dict with the body-frame grids and the
+    region masks findings need: `u`, `v`, `lungs`, `lung_r`, `lung_l`,
+    `body`, `heart`).
+  """
+  u, v = body_frame(p, height, width)
+  body = (u / 0.43) ** 2 + ((v - 0.62) / 0.66) ** 2 < 1.0
+  shoulders = (np.abs(u) < 0.47) & (v > 0.08) & (v < 0.35)
+  body |= shoulders & ((np.abs(u) / 0.47) ** 4 + ((v - 0.35) / 0.3) ** 2 < 1)
+  img = np.where(body, SOFT, AIR).astype(np.float32)
+  img = np.where(body & (v > 0.78), ABDOMEN, img)
+  lung_r = lung_mask(u, v, -1, p)
+  lung_l = lung_mask(u, v, +1, p)
+  lungs = lung_r | lung_l
+  img = np.where(lungs, LUNG, img)
+  # Vascular markings: lungs get brighter toward the hila.
+  hilum = np.exp(-(((np.abs(u) - 0.09) / 0.09) ** 2 + ((v - 0.45) / 0.12) ** 2))
+  img = np.where(lungs, img + 16.0 * hilum, img)
+  medi = (np.abs(u - 0.005) < p.mediastinum) & (v > 0.08) & (v < 0.72)
+  img = np.where(medi & body, MEDIASTINUM, img)
+  trachea = (np.abs(u) < 0.018) & (v > 0.02) & (v < 0.3)
+  img = np.where(trachea, img - 60.0, img)
+  # The spine shows through the mediastinum only faintly, and through the
+  # heart hardly at all, as on a well-penetrated PA film.
+  spine = (np.abs(u) < 0.034) & body & (v > 0.05)
+  vertebrae = 0.5 + 0.5 * np.cos(2 * np.pi * v / 0.055)
+  img = np.where(spine, np.maximum(img, SPINE - 30 - 14 * vertebrae), img)
+  heart = heart_mask(u, v, p)
+  img = np.where(heart & body, HEART + 6.0 * spine, img)
+  img += RIB_GAIN * rib_field(u, v, rib_break) * body
+  for side in (-1, 1):
+    # Clavicles: straight bars from the manubrium to the shoulders.
+    t = np.clip((np.abs(u) - 0.04) / 0.28, 0, 1)
+    cv = (0.13 if not p.ap else 0.09) - 0.05 * t
+    clav = (np.sign(u) == side) & (np.abs(u) > 0.04) & (np.abs(u) < 0.32)
+    img = np.where(clav & (np.abs(v - cv) < 0.014), img + CLAVICLE_GAIN, img)
+  geom = dict(u=u, v=v, lungs=lungs, lung_r=lung_r, lung_l=lung_l, body=body,
+              heart=heart)
+  return img, geom
+
+
+def render_lateral(p: Patient, height: int, width: int) -> np.ndarray:
+  """A lateral view phantom (findings are not rendered on laterals)."""
+  u, v = body_frame(p, height, width)
+  body = (u / 0.36) ** 2 + ((v - 0.6) / 0.66) ** 2 < 1.0
+  img = np.where(body, SOFT, AIR).astype(np.float32)
+  lung = ((u + 0.02) / 0.24) ** 2 + ((v - 0.45) / 0.3) ** 2 < 1.0
+  lung &= v < 0.72 - 0.1 * u
+  img = np.where(lung, LUNG + 10, img)
+  heart = ((u + 0.12) / 0.11) ** 2 + ((v - 0.6) / 0.12) ** 2 < 1.0
+  img = np.where(heart & body, HEART - 20, img)
+  spine = (np.abs(u - 0.25) < 0.045) & body
+  vertebrae = 0.5 + 0.5 * np.cos(2 * np.pi * v / 0.06)
+  img = np.where(spine, SPINE - 25 * vertebrae, img)
+  img = np.where(body & (v > 0.78), ABDOMEN, img)
+  return img
+
+
