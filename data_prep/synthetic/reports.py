@@ -78,7 +78,7 @@ def describe(f: fnd.Finding, rng: np.random.Generator) -> Sentence:
                 "lung."]))
   elif t == "atelectasis":
     if unc:
-      text = f"Streaky {side} basilar opacity may represent atelectasis."
+      text = f"Streaky {side} basilar opacity, possibly atelectasis."
       extra["Lung Opacity"] = 1.0
     elif side == "bilateral":
       text = _choice(rng, ["Bibasilar atelectasis.",
@@ -122,7 +122,8 @@ def describe(f: fnd.Finding, rng: np.random.Generator) -> Sentence:
   elif t == "pacemaker":
     text = "Left-sided pacemaker with lead terminating in the right ventricle."
   elif t == "pleural_thickening":
-    text = f"{side.capitalize()} pleural thickening."
+    text = (f"Possible {side} pleural thickening." if unc else
+            f"{side.capitalize()} pleural thickening.")
   else:
     raise ValueError(f"unknown finding type {t!r}")
   text = " ".join(text.split())  # drop double spaces from empty slots

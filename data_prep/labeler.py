@@ -1,0 +1,265 @@
+"""Rule-based report labeler: mention + negation + uncertainty extraction.
+
+The CheXpert-labeler / NegBio idea, own implementation (regex phrase tables
+and clause scopes in place of a dependency parser; tables in
+`labeler_rules.py`). Per sentence and observation, every mention is
+classified in order: (a) uncertainty that looks like negation ("cannot
+exclude X") -> -1, (b) negation -> 0, (c) uncertainty -> -1, else 1. Per
+report: several mentions aggregate as positive > uncertain > negative; "No
+Finding" is 1 iff nothing but Support Devices is positive or uncertain
+(blank otherwise); a positive/uncertain "CHF"/"heart failure" also makes
+Cardiomegaly uncertain.
+
+    python -m data_prep.labeler --input=reports.csv --output=labels.csv \
+        [--label_space=chexpert|chestxray14] [--truth=labels.csv]
+
+Input: a header-less one-column CSV of report texts (the CheXpert labeler's
+format), or a CSV with a `Reports`/`text`/`report` column. Output: `Reports`
+plus one column per observation with 1.0 / 0.0 / -1.0 / blank.
+"""
+
+import csv
+import functools
+import math
+import re
+import sys
+from typing import Iterable, Mapping, Sequence
+
+from data_prep import labeler_rules as R
+from data_prep import sentences as sentences_lib
+
+NAN = float("nan")
+LABEL_SPACES = ("chexpert", "chestxray14")
+
+
+def _alternation(patterns: Sequence[str]) -> re.Pattern:
+  pats = sorted(patterns, key=len, reverse=True)
+  return re.compile(r"(?<![a-z])(?:" + "|".join(pats) + r")")
+
+
+@functools.lru_cache(maxsize=None)
+def _tables(label_space: str):
+  if label_space == "chexpert":
+    labels = [n for n in R.CHEXPERT if n != "No Finding"]
+    mentions, unmentions = R.MENTIONS, R.UNMENTIONS
+  elif label_space == "chestxray14":
+    labels = list(R.CHESTXRAY14)
+    mentions, unmentions = R.CHESTXRAY14_MENTIONS, R.CHESTXRAY14_UNMENTIONS
+  else:
+    raise ValueError(f"unknown label space {label_space!r}; expected one of "
+                     f"{LABEL_SPACES}")
+  return [(name, _alternation(mentions[name]),
+           _alternation(unmentions[name]) if name in unmentions else None)
+          for name in labels]
+
+
+_RE = {k: re.compile(getattr(R, k)) for k in (
+    "PRE_BREAK", "POST_BREAK", "PRE_NEG_UNCERTAIN_BEFORE",
+    "PRE_NEG_UNCERTAIN_AFTER", "NEG_BEFORE", "NEG_AFTER", "UNCERTAIN_BEFORE",
+    "UNCERTAIN_AFTER", "STABLE")}
+_OTHER = _alternation(R.OTHER_ABNORMALITIES)
+
+
+def preprocess(sentence: str) -> str:
+  """Lower-case and normalise a sentence as the CheXpert loader does."""
+  s = sentence.lower().replace("and/or", "or")
+  s = re.sub(r"(?<=[a-z])/(?=[a-z])", " or ", s)
+  s = re.sub(r"\.{2,}", ".", s)
+  s = re.sub(r"([,.])(?=[a-z])", r"\1 ", s)
+  return " ".join(s.split())
+
+
+def _spans(pattern: re.Pattern, text: str) -> list[tuple[int, int]]:
+  """Match spans, overlapping or touching ones merged."""
+  out: list[list[int]] = []
+  for m in pattern.finditer(text):
+    if out and m.start() <= out[-1][1] + 1:
+      out[-1][1] = max(out[-1][1], m.end())
+    else:
+      out.append([m.start(), m.end()])
+  return [tuple(s) for s in out]
+
+
+def _last_words(text: str, n: int) -> str:
+  words = text.split(" ")
+  return " ".join(words[-n:]) if len(words) > n else text
+
+
+def _scopes(s: str, start: int, end: int) -> tuple[str, str]:
+  before = s[:start]
+  cuts = list(_RE["PRE_BREAK"].finditer(before))
+  if cuts:
+    before = before[cuts[-1].end():]
+  after = s[end:]
+  cut = _RE["POST_BREAK"].search(after)
+  if cut:
+    after = after[:cut.start()]
+  return _last_words(before, 10), " ".join(after.split(" ")[:9])
+
+
+def classify(s: str, start: int, end: int, label: str) -> float:
+  """1 / 0 / -1 for the mention s[start:end] of `label`."""
+  before, after = _scopes(s, start, end)
+  if (_RE["PRE_NEG_UNCERTAIN_BEFORE"].search(before) or
+      _RE["PRE_NEG_UNCERTAIN_AFTER"].search(after)):
+    return -1.0
+  if _RE["NEG_BEFORE"].search(before) or _RE["NEG_AFTER"].search(after):
+    return 0.0
+  if _RE["UNCERTAIN_BEFORE"].search(before) or _RE["UNCERTAIN_AFTER"].search(
+      after):
+    return -1.0
+  if label in R.STABLE_LABELS and "cardiomegaly" not in s[start:end] and (
+      _RE["STABLE"].search(before) or _RE["STABLE"].search(after)):
+    return -1.0
+  return 1.0
+
+
+def _aggregate(values: list[float]) -> float:
+  if not values:
+    return NAN
+  if 1.0 in values:
+    return 1.0
+  return -1.0 if -1.0 in values else 0.0
+
+
+def label_sentences(sents: Iterable[str],
+                    label_space: str = "chexpert") -> dict[str, float]:
+  """Labels of a report given as sentences."""
+  tables = _tables(label_space)
+  found: dict[str, list[float]] = {name: [] for name, _, _ in tables}
+  other: list[float] = []
+  for raw in sents:
+    s = preprocess(raw)
+    for name, mention, unmention in tables:
+      blocked = _spans(unmention, s) if unmention is not None else []
+      for a, b in _spans(mention, s):
+        if any(a < y and x < b for x, y in blocked):
+          continue
+        val = classify(s, a, b, name)
+        found[name].append(val)
+        if name == "Edema" and label_space == "chexpert" and re.search(
+            r"chf|heart failure", s[a:b]) and val != 0.0:
+          found["Cardiomegaly"].append(-1.0)
+    for a, b in _spans(_OTHER, s):
+      other.append(classify(s, a, b, "other"))
+  out = {name: _aggregate(v) for name, v in found.items()}
+  if label_space == "chexpert":
+    abnormal = any(v in (1.0, -1.0) for k, v in out.items()
+                   if k != "Support Devices") or any(
+                       v in (1.0, -1.0) for v in other)
+    out = {"No Finding": NAN if abnormal else 1.0, **out}
+  return out
+
+
+def label_report(text: str, label_space: str = "chexpert") -> dict[str, float]:
+  """Labels of one report text (1.0 / 0.0 / -1.0 / NaN = not mentioned)."""
+  return label_sentences(sentences_lib.split_sentences(text or ""),
+                         label_space)
+
+
+def evaluate(pred: Sequence[Mapping[str, float]],
+             truth: Sequence[Mapping[str, float]],
+             labels: Sequence[str]) -> dict[str, dict[str, float]]:
+  """Per-label precision/recall of positives and exact agreement of states.
+
+  Missing (NaN) is a state of its own for the agreement.
+  """
+  def state(v):
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
+  out = {}
+  for name in labels:
+    p = [state(x.get(name)) for x in pred]
+    t = [state(x.get(name)) for x in truth]
+    tp = sum(a == 1.0 and b == 1.0 for a, b in zip(p, t))
+    npred = sum(a == 1.0 for a in p)
+    ntrue = sum(b == 1.0 for b in t)
+    out[name] = {
+        "precision": tp / npred if npred else float("nan"),
+        "recall": tp / ntrue if ntrue else float("nan"),
+        "agreement": sum(a == b for a, b in zip(p, t)) / max(len(p), 1),
+        "support": ntrue}
+  return out
+
+
+def format_table(table: Mapping[str, Mapping[str, float]]) -> str:
+  """Markdown table of `evaluate` output."""
+  lines = ["| label | precision | recall | agreement | positives |",
+           "|---|---|---|---|---|"]
+  for name, m in table.items():
+    lines.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | "
+                 f"{m['agreement']:.3f} | {m['support']} |")
+  return "\n".join(lines)
+
+
+def read_reports(path: str) -> list[str]:
+  """Report texts of a header-less one-column CSV or a CSV with a text column."""
+  with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    rows = list(csv.reader(f))
+  if not rows:
+    return []
+  head = [h.strip().lower() for h in rows[0]]
+  for key in ("reports", "report", "text"):
+    if key in head:
+      i = head.index(key)
+      return [r[i] if i < len(r) else "" for r in rows[1:]]
+  return [r[0] if r else "" for r in rows]
+
+
+def _fmt(v: float) -> str:
+  return "" if math.isnan(v) else f"{v:.1f}"
+
+
+def read_labels(path: str) -> list[dict[str, float]]:
+  """A labels CSV (ours, the CheXpert labeler's or MIMIC's) as dicts."""
+  import gzip  # pylint: disable=g-import-not-at-top
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rt", newline="") as f:
+    rows = list(csv.DictReader(f))
+  return [{k: (float(v) if v not in ("", None) else NAN) for k, v in r.items()
+           if k in R.CHEXPERT or k in R.CHESTXRAY14} for r in rows]
+
+
+def main(argv: Sequence[str]) -> int:
+  """CLI entry point (absl flags)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  fl = flags.FlagValues()
+  flags.DEFINE_string("input", None, "Reports CSV.", flag_values=fl)
+  flags.DEFINE_string("output", None, "Labels CSV to write.", flag_values=fl)
+  flags.DEFINE_enum("label_space", "chexpert", LABEL_SPACES, "Label space.",
+                    flag_values=fl)
+  flags.DEFINE_string("truth", None, "Optional labels CSV to compare with.",
+                      flag_values=fl)
+  try:
+    fl(argv)
+  except flags.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if not fl.input or not fl.output:
+    print("error: --input and --output are required", file=sys.stderr)
+    return 2
+  try:
+    texts = read_reports(fl.input)
+  except OSError as e:
+    print(f"error: cannot read {fl.input}: {e.strerror}", file=sys.stderr)
+    return 1
+  names = list(R.CHEXPERT if fl.label_space == "chexpert" else
+               R.CHESTXRAY14)
+  preds = [label_report(t, fl.label_space) for t in texts]
+  with open(fl.output, "w", newline="") as f:
+    w = csv.writer(f, lineterminator="\n")
+    w.writerow(["Reports"] + names)
+    for t, p in zip(texts, preds):
+      w.writerow([t] + [_fmt(p[n]) for n in names])
+  print(f"labelled {len(texts)} reports -> {fl.output}")
+  if fl.truth:
+    truth = read_labels(fl.truth)
+    if len(truth) != len(preds):
+      print(f"error: {fl.truth} has {len(truth)} rows, {fl.input} has "
+            f"{len(preds)}", file=sys.stderr)
+      return 1
+    print(format_table(evaluate(preds, truth, names)))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))
