@@ -1,0 +1,165 @@
+"""Building blocks shared by the towers: partitioned dense/conv, norms, pools.
+
+Parameters carry logical axis names (`embed`, `mlp`, `heads`, `kv`,
+`vocab`, `conv_in`, `conv_out`, `norm`) through `nn.with_logical_partitioning`;
+`jointcxr.sharding` maps them to mesh axes. Without a rules context the
+annotations are inert: `nn.meta.unbox(params)` gives plain arrays.
+
+`Conv` has two lowerings with one parameter layout (`kernel [kh, kw, cin,
+cout]`): XLA's native convolution (`conv_impl="xla"`, right for TPU/GPU)
+and im2col (`"im2col"`: shifted slices concatenated on channels and one
+matmul; 1x1 convolutions are plain matmuls). On XLA:CPU the backward pass of
+native convolutions is slow and im2col is several times faster
+(ENVIRONMENT.md, bench/train_step.py), so configs pick it per backend.
+"""
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+default_kernel_init = nn.initializers.lecun_normal()
+
+
+def partitioned(init, names: Sequence[str | None]):
+  return nn.with_logical_partitioning(init, tuple(names))
+
+
+def dense(features: int, names: tuple[str | None, str | None], *,
+          dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
+          use_bias: bool = True, kernel_init=default_kernel_init,
+          name: str | None = None) -> nn.Dense:
+  """nn.Dense whose kernel is annotated with logical axis names."""
+  bias_names = (names[1],)
+  return nn.Dense(
+      features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+      kernel_init=partitioned(kernel_init, names),
+      bias_init=partitioned(nn.initializers.zeros, bias_names), name=name)
+
+
+def norm_layer(kind: str, *, train: bool, dtype: Dtype, param_dtype: Dtype,
+               name: str | None = None, groups: int = 32,
+               scale_init=nn.initializers.ones) -> nn.Module:
+  """BatchNorm (PyTorch-equivalent momentum/eps) or GroupNorm."""
+  kw = dict(dtype=dtype, param_dtype=param_dtype, name=name,
+            scale_init=partitioned(scale_init, ("norm",)),
+            bias_init=partitioned(nn.initializers.zeros, ("norm",)))
+  if kind == "batch":
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                        epsilon=1e-5, **kw)
+  if kind == "group":
+    return nn.GroupNorm(num_groups=groups, epsilon=1e-5, **kw)
+  raise ValueError(f"unknown norm {kind!r}; expected 'batch' or 'group'")
+
+
+def _im2col(x: jax.Array, kh: int, kw: int, stride: int, padding: int
+            ) -> jax.Array:
+  """[B,H,W,C] -> [B,Ho,Wo,kh*kw*C] patches, (i, j, c) order like the kernel."""
+  if padding:
+    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  h, w = x.shape[1], x.shape[2]
+  ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
+  cols = [x[:, i:i + stride * (ho - 1) + 1:stride,
+            j:j + stride * (wo - 1) + 1:stride, :]
+          for i in range(kh) for j in range(kw)]
+  return jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
+
+
+class Conv(nn.Module):
+  """2-D convolution with symmetric explicit padding (PyTorch semantics)."""
+  features: int
+  kernel_size: int = 3
+  stride: int = 1
+  padding: int | None = None  # default kernel_size // 2
+  use_bias: bool = False
+  conv_impl: str = "xla"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  kernel_init: Any = nn.initializers.variance_scaling(2.0, "fan_out",
+                                                      "normal")
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, cin = self.kernel_size, x.shape[-1]
+    pad = k // 2 if self.padding is None else self.padding
+    kernel = self.param("kernel", partitioned(
+        self.kernel_init, (None, None, "conv_in", "conv_out")),
+                        (k, k, cin, self.features), self.param_dtype)
+    x = x.astype(self.dtype)
+    kernel = jnp.asarray(kernel, self.dtype)
+    if self.conv_impl == "xla":
+      y = jax.lax.conv_general_dilated(
+          x, kernel, (self.stride, self.stride), [(pad, pad), (pad, pad)],
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    elif self.conv_impl == "im2col":
+      if k == 1 and pad == 0:
+        y = x[:, ::self.stride, ::self.stride, :] @ kernel[0, 0]
+      else:
+        y = _im2col(x, k, k, self.stride, pad) @ kernel.reshape(-1,
+                                                                 self.features)
+    else:
+      raise ValueError(f"unknown conv_impl {self.conv_impl!r}; expected "
+                       "'xla' or 'im2col'")
+    if self.use_bias:
+      bias = self.param("bias", partitioned(nn.initializers.zeros,
+                                            ("conv_out",)),
+                        (self.features,), self.param_dtype)
+      y = y + jnp.asarray(bias, self.dtype)
+    return y
+
+
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+  """PyTorch MaxPool2d(3, stride=2, padding=1)."""
+  return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def adaptive_avg_pool(x: jax.Array, out_h: int, out_w: int) -> jax.Array:
+  """PyTorch AdaptiveAvgPool2d on NHWC (bins floor(i*H/o)..ceil((i+1)*H/o))."""
+  h, w = x.shape[1], x.shape[2]
+  rows = []
+  for i in range(out_h):
+    r0, r1 = (i * h) // out_h, -(-((i + 1) * h) // out_h)
+    cols = []
+    for j in range(out_w):
+      c0, c1 = (j * w) // out_w, -(-((j + 1) * w) // out_w)
+      cols.append(x[:, r0:r1, c0:c1, :].mean(axis=(1, 2)))
+    rows.append(jnp.stack(cols, axis=1))
+  return jnp.stack(rows, axis=1)
+
+
+def masked_mean(x: jax.Array, mask: jax.Array, axis: int = 1) -> jax.Array:
+  """Mean over `axis` of the entries where mask is True (0 if none)."""
+  m = mask.astype(x.dtype)[..., None]
+  return (x * m).sum(axis) / jnp.maximum(m.sum(axis), 1.0)
+
+
+def segment_pool(x: jax.Array, segment_ids: jax.Array, num_segments: int,
+                 kind: str = "max") -> tuple[jax.Array, jax.Array]:
+  """Pools tokens [B, T, D] into segments [B, S, D] by per-token segment ids.
+
+  Tokens with id < 0 or >= num_segments are ignored; empty segments give
+  zeros. Memory is O(B*T*D) (segment ops), not O(B*T*S*D).
+
+  Returns:
+    (pooled [B, S, D], segment mask [B, S]).
+  """
+  b, t, d = x.shape
+  valid = (segment_ids >= 0) & (segment_ids < num_segments)
+  flat_ids = jnp.where(valid, segment_ids + num_segments *
+                       jnp.arange(b)[:, None], b * num_segments)
+  flat_ids = flat_ids.reshape(-1)
+  xf = x.reshape(b * t, d)
+  counts = jax.ops.segment_sum(valid.reshape(-1).astype(jnp.int32), flat_ids,
+                               b * num_segments + 1)[:-1]
+  if kind == "max":
+    pooled = jax.ops.segment_max(xf, flat_ids, b * num_segments + 1)[:-1]
+  elif kind == "mean":
+    pooled = jax.ops.segment_sum(xf, flat_ids, b * num_segments + 1)[:-1]
+    pooled = pooled / jnp.maximum(counts, 1)[:, None].astype(x.dtype)
+  else:
+    raise ValueError(f"unknown pooling {kind!r}; expected 'max' or 'mean'")
+  present = counts > 0
+  pooled = jnp.where(present[:, None], pooled, 0.0)
+  return pooled.reshape(b, num_segments, d), present.reshape(b, num_segments)
