@@ -96,7 +96,7 @@ class Bert(nn.Module):
     if sentence_ids is not None:
       out["sentences"], out["sentence_mask"] = common.segment_pool(
           words, sentence_ids, self.max_sentences, self.sentence_pool)
-    body = text_mask.at[:, 0].set(False)  # [CLS] is not a word
+    body = jnp.asarray(text_mask).at[:, 0].set(False)  # [CLS] is no word
     if self.global_pool == "cls":
       out["global"] = out["cls"]
     elif self.global_pool == "max":

@@ -126,13 +126,14 @@ class Model(nn.Module):
     t = self.txt(tokens, text_mask, sentence_ids, train=train)
     out = {"txt_tower": t}
     if self.method == "joimternet":
-      word_mask = text_mask.at[:, 0].set(False)  # drop [CLS]
+      word_mask = jnp.asarray(text_mask).at[:, 0].set(False)  # drop [CLS]
       out.update(txt_words=self.txt_words_proj(t["words"]),
                  txt_word_mask=word_mask,
                  txt_global=self.txt_proj_global(t["cls"]))
       return out
     if self.method == "convirt":
-      words = jnp.where(text_mask.at[:, 0].set(False)[..., None], t["words"],
+      words = jnp.where(jnp.asarray(text_mask).at[:, 0].set(False)[..., None],
+                        t["words"],
                         -1e9)
       out["txt_global"] = self.txt_proj_global(words.max(axis=1),
                                                train=train)

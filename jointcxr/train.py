@@ -1,0 +1,440 @@
+r"""The trainer: every seed method from its config, one CPU to a TPU pod.
+
+    python -m jointcxr.train --config=configs/lovt.py:tiny --workdir=W \
+        --config.input.data_dir=D [--config.x=y ...]
+
+On a pod, run the same command on every host with JOINTCXR_DISTRIBUTED=1
+(or --coordinator_address/--num_processes/--process_id): each process feeds
+its share of the global batch, only process 0 writes. Work is never lost:
+checkpoints are async and regular, SIGTERM saves and exits cleanly, and a
+restart in the same workdir continues exactly (input position and RNG are
+part of the checkpoint).
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+from clu import metric_writers
+from clu import parameter_overview
+from clu import periodic_actions
+import flax.linen as nn
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+from ml_collections import config_flags
+import numpy as np
+import optax
+
+from jointcxr import accumulate
+from jointcxr import checkpointing
+from jointcxr import config_validation
+from jointcxr import objectives
+from jointcxr import optim
+from jointcxr import sharding
+from jointcxr.data import pipeline
+from jointcxr.data import tokenizer as tok_lib
+from jointcxr.models import two_towers
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
+_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of "
+                             "process 0 (multi-host).")
+_NPROC = flags.DEFINE_integer("num_processes", None, "Processes (multi-host).")
+_PID = flags.DEFINE_integer("process_id", None, "This process (multi-host).")
+
+jax.config.update("jax_threefry_partitionable", True)
+
+
+class TrainingDiverged(RuntimeError):
+  """A non-finite loss or gradient under nan_policy="stop"."""
+
+
+# ----------------------------------------------------------------- setup ---
+def build_model(config, vocab_size: int) -> two_towers.Model:
+  """The two-tower model of `config.model` (vocab -1 -> the tokenizer's)."""
+  m = config.model.to_dict()
+  text = dict(m["text"])
+  if text.get("vocab_size", -1) == -1:
+    text["vocab_size"] = vocab_size
+  dtype = jnp.dtype(config.dtype)
+  return two_towers.Model(image_model=m["image_model"], image=m["image"],
+                          text_model=m["text_model"], text=text,
+                          method=m.get("method", config.method),
+                          heads=m["heads"], dtype=dtype)
+
+
+def get_tokenizer(config, workdir: str):
+  """The configured tokenizer, or one trained on the train split."""
+  if config.input.tokenizer:
+    return tok_lib.load_tokenizer(config.input.tokenizer)
+  path = os.path.join(workdir, "tokenizer.model")
+  if jax.process_index() == 0 and not os.path.exists(path):
+    from data_prep import tokenizer as train_tok  # pylint: disable=g-import-not-at-top
+    logging.info("training a %d-piece SentencePiece tokenizer on %s",
+                 config.input.vocab_size, config.input.data_dir)
+    model = train_tok.train_sentencepiece(
+        train_tok.read_sentences(config.input.data_dir),
+        config.input.vocab_size)
+    with open(path + ".tmp", "wb") as f:
+      f.write(model)
+    os.replace(path + ".tmp", path)
+  multihost_utils.sync_global_devices("tokenizer")
+  return tok_lib.load_tokenizer(path)
+
+
+def dummy_batch(config, n: int = 2) -> dict:
+  s, t = config.input.image_size, config.input.max_tokens
+  sids = np.full((n, t), -1, np.int32)
+  sids[:, 1:min(4, t - 1)] = 0
+  return {"image": np.zeros((n, s, s, 1), np.float32),
+          "tokens": np.ones((n, t), np.int32),
+          "text_mask": np.ones((n, t), bool), "sentence_ids": sids}
+
+
+def mesh_rules(config, mesh) -> list:
+  """Logical-axis rules restricted to axes this mesh has."""
+  out = []
+  for name, axes in config.logical_axis_rules:
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    kept = tuple(a for a in axes if a in mesh.axis_names)
+    out.append((name, kept[0] if len(kept) == 1 else (kept or None)))
+  return out
+
+
+def init_state(config, model, opt: optim.Optimizer, mesh, rng):
+  """Abstract shapes, shardings, then the real init directly sharded."""
+  batch = dummy_batch(config)
+
+  def init_boxed(rng):
+    p_rng, d_rng = jax.random.split(rng)
+    return model.init({"params": p_rng, "dropout": d_rng}, batch,
+                      train=False)
+
+  def init(rng):
+    variables = nn.meta.unbox(init_boxed(rng))
+    params = variables["params"]
+    return {"params": params,
+            "batch_stats": variables.get("batch_stats", {}),
+            "opt_state": opt.init(params),
+            "step": jnp.zeros((), jnp.int32), "rng": rng,
+            "nonfinite": jnp.zeros((), jnp.int32),
+            "first_bad_step": jnp.full((), -1, jnp.int32)}
+
+  rules = mesh_rules(config, mesh)
+  with nn.logical_axis_rules(rules):
+    boxed = jax.eval_shape(init_boxed, rng)
+    abstract = jax.eval_shape(init, rng)
+  pspec = sharding.param_specs(abstract["params"], config.sharding_rules,
+                               mesh, rules, boxed["params"])
+  specs = {"params": pspec,
+           "batch_stats": jax.tree.map(lambda _: jax.sharding.PartitionSpec(),
+                                       abstract["batch_stats"]),
+           "opt_state": sharding.mirror_specs(abstract["opt_state"], pspec)}
+  specs.update({k: jax.sharding.PartitionSpec() for k in
+                ("step", "rng", "nonfinite", "first_bad_step")})
+  shardings = sharding.to_shardings(specs, mesh)
+  with mesh, nn.logical_axis_rules(rules):
+    state = jax.jit(init, out_shardings=shardings)(rng)
+  return state, shardings
+
+
+# ------------------------------------------------------------ the steps ---
+def make_steps(config, model, opt: optim.Optimizer, mesh, shardings):
+  """Jitted image-text step (and MLM step) with donation."""
+  method, k = config.method, max(1, config.accum_steps)
+  loss_cfg = config.loss.to_dict()
+  debug_nan = config.debug_nan_step
+
+  def apply_fn(params, bs, batch, rng):
+    variables = {"params": params}
+    if bs:
+      variables["batch_stats"] = bs
+    out, mut = model.apply(variables, batch, train=True,
+                           rngs={"dropout": rng}, mutable=["batch_stats"])
+    return out, mut.get("batch_stats", bs)
+
+  def finish(state, loss, aux, grads, new_bs, step_groups=None):
+    step = state["step"]
+    if debug_nan >= 0:
+      bad = step == debug_nan
+      loss = jnp.where(bad, jnp.nan, loss)
+      grads = jax.tree.map(lambda g: jnp.where(bad, jnp.nan, g), grads)
+    gnorm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(gnorm)
+    if step_groups is None:
+      updates, new_opt = opt.update(grads, state["opt_state"],
+                                    state["params"])
+    else:
+      updates, new_opt = opt.update_groups(grads, state["opt_state"],
+                                           state["params"], step_groups)
+    new_params = optax.apply_updates(state["params"], updates)
+    keep = lambda new, old: jax.tree.map(  # a non-finite step changes nothing
+        lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = {
+        "params": keep(new_params, state["params"]),
+        "batch_stats": keep(new_bs, state["batch_stats"]),
+        "opt_state": keep(new_opt, state["opt_state"]),
+        "step": step + 1, "rng": state["rng"],
+        "nonfinite": state["nonfinite"] + (~finite).astype(jnp.int32),
+        "first_bad_step": jnp.where((~finite) & (state["first_bad_step"] < 0),
+                                    step, state["first_bad_step"])}
+    metrics = {"loss": loss, "grad_norm": gnorm,
+               "param_norm": optax.global_norm(state["params"]),
+               **{k_: v for k_, v in aux.items() if jnp.ndim(v) == 0},
+               **opt.learning_rates(step)}
+    return new_state, metrics
+
+  def train_step(state, batch):
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    r_drop, r_loss = jax.random.split(rng)
+    loss_fn = lambda out, b: objectives.compute(method, loss_cfg, out, b,
+                                                rng=r_loss, mesh=mesh)
+    if k > 1:
+      loss, aux, grads, new_bs = accumulate.accumulated_grads(
+          apply_fn, loss_fn, state["params"], state["batch_stats"], batch, k,
+          r_drop)
+    else:
+      def f(p):
+        out, nbs = apply_fn(p, state["batch_stats"], batch, r_drop)
+        l, a = loss_fn(out, batch)
+        return l, (a, nbs)
+      (loss, (aux, new_bs)), grads = jax.value_and_grad(f, has_aux=True)(
+          state["params"])
+    return finish(state, loss, aux, grads, new_bs)
+
+  text_groups = tuple(g["name"] for g in config.optim.groups
+                      if "txt" in g["regex"]) or ("default",)
+
+  def mlm_step(state, batch):
+    from jointcxr import losses  # pylint: disable=g-import-not-at-top
+    rng = jax.random.fold_in(state["rng"], state["step"])
+    r_mask, r_drop = jax.random.split(rng)
+    masked, targets, weights = losses.mlm_mask(
+        r_mask, batch["tokens"], vocab_size=model.text["vocab_size"],
+        mask_id=4)
+
+    def f(p):
+      logits, mut = model.apply(
+          {"params": p, "batch_stats": state["batch_stats"]}, masked,
+          batch["text_mask"], train=True, rngs={"dropout": r_drop},
+          mutable=["batch_stats"], method=two_towers.Model.mlm_logits)
+      l, a = objectives.mlm_step(logits, targets, weights)
+      return l, (a, mut.get("batch_stats", state["batch_stats"]))
+    (loss, (aux, new_bs)), grads = jax.value_and_grad(f, has_aux=True)(
+        state["params"])
+    return finish(state, loss, aux, grads, new_bs, text_groups)
+
+  data_sharding = sharding.batch_sharding(mesh)
+  rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  jit = lambda fn: jax.jit(fn, in_shardings=(shardings, data_sharding),
+                           out_shardings=(shardings, rep),
+                           donate_argnums=(0,))
+  return jit(train_step), jit(mlm_step)
+
+
+# ------------------------------------------------------------- training ---
+def _write_config(config, workdir):
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def _flops(step_fn, state, batch) -> float:
+  try:
+    cost = step_fn.lower(state, batch).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost.get("flops", 0.0))
+  except Exception:  # cost analysis is best effort on some backends
+    return 0.0
+
+
+def _check_finite(state, policy, last_saved):
+  n, first = jax.device_get((state["nonfinite"], state["first_bad_step"]))
+  if n and policy == "stop":
+    raise TrainingDiverged(
+        f"non-finite loss or gradient at step {int(first)} (nan_policy="
+        f"stop); the update was not applied; last good checkpoint: "
+        f"{'step ' + str(last_saved) if last_saved is not None else 'none'}")
+  return int(n)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains `config` in `workdir` (resuming if a checkpoint is there)."""
+  if config.method == "hsu":
+    from jointcxr.hsu import train as hsu_train  # pylint: disable=g-import-not-at-top
+    return hsu_train.train_and_evaluate(config, workdir)
+  config_validation.check(config)
+  os.makedirs(workdir, exist_ok=True)
+  _write_config(config, workdir)
+
+  # -- Mesh and logging --------------------------------------------------
+  mesh = sharding.make_mesh(config.mesh)
+  if config.batch_size % (jax.device_count() // mesh.shape.get(
+      "model", 1)):
+    raise ValueError(f"batch_size {config.batch_size} must divide by the "
+                     f"{jax.device_count()} devices of the data axes")
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+  logging.info("mesh %s, %d processes", dict(mesh.shape), jax.process_count())
+
+  # -- Input ------------------------------------------------------------
+  tok = get_tokenizer(config, workdir)
+  inp = config.input
+  it = pipeline.train_iterator(
+      inp.data_dir, split=inp.split, global_batch_size=config.batch_size,
+      tokenizer=tok, image_size=inp.image_size, max_tokens=inp.max_tokens,
+      max_sentences=inp.max_sentences, image_aug=inp.image_aug,
+      text_aug=inp.text_aug, view=inp.view, seed=config.seed, mesh=mesh,
+      data_axis=sharding.batch_axes(mesh), prefetch=inp.prefetch,
+      hflip=inp.hflip, mean=inp.mean, std=inp.std,
+      shuffle_buffer=inp.shuffle_buffer)
+  steps_per_epoch = max(1, it.epoch_examples * jax.process_count() //
+                        config.batch_size)
+
+  # -- Model, optimizer, sharded state ------------------------------------
+  model = build_model(config, tok.vocab_size)
+  rng = jax.random.PRNGKey(config.seed)
+  params_shape = nn.meta.unbox(jax.eval_shape(
+      lambda: model.init({"params": rng, "dropout": rng},
+                         dummy_batch(config))))["params"]
+  opt = optim.Optimizer(config.optim.to_dict(), params_shape,
+                        config.total_steps, steps_per_epoch)
+  state, shardings = init_state(config, model, opt, mesh, rng)
+
+  # -- Checkpoints: workdir > config.resume > model_init > scratch --------
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                    keep=config.keep_checkpoints,
+                                    every=config.ckpt_every_steps)
+  abstract = checkpointing.abstract_like(state)
+  restored = ckpt.restore(abstract)
+  if restored is None and config.resume:
+    restored = checkpointing.Checkpointer(os.path.join(
+        config.resume, "checkpoints"), async_save=False).restore(abstract)
+  last_saved = None
+  if restored is not None:
+    step0, state, data = restored
+    it.restore_state(data["input"])
+    last_saved = step0
+    logging.info("resumed at step %d", step0)
+  elif config.model_init:
+    from jointcxr import export  # pylint: disable=g-import-not-at-top
+    params = export.load_pretrained(config, jax.device_get(state["params"]))
+    state = dict(state, params=jax.device_put(params, shardings["params"]))
+  if jax.process_index() == 0 and restored is None:
+    parameter_overview.log_parameter_overview(state["params"])
+    writer.write_hparams({k: v for k, v in _flat(config.to_dict()).items()
+                          if isinstance(v, (int, float, str, bool))})
+
+  rules = mesh_rules(config, mesh)
+  train_step, mlm_step = make_steps(config, model, opt, mesh, shardings)
+  stop = {"sigterm": False}
+  signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
+  hooks = [periodic_actions.ReportProgress(num_train_steps=config.total_steps,
+                                           writer=writer)]
+  step = int(jax.device_get(state["step"]))
+  flops = None
+  t0, s0 = time.time(), step
+  metrics = None
+  with metric_writers.ensure_flushes(writer), mesh, nn.logical_axis_rules(
+      rules):
+    while step < config.total_steps:
+      if stop["sigterm"] or ckpt.reached_preemption(step):
+        logging.warning("preemption/SIGTERM at step %d: saving and exiting",
+                        step)
+        _check_finite(state, config.nan_policy, last_saved)
+        ckpt.save(step, state, {"input": it.state()}, force=True)
+        ckpt.wait()
+        return {"stopped_at": step}
+      batch = next(it)
+      use_mlm = config.mlm_prob > 0 and np.random.default_rng(
+          [config.seed, step]).random() < config.mlm_prob
+      fn = mlm_step if use_mlm else train_step
+      if flops is None and not use_mlm:
+        flops = _flops(train_step, state, batch)
+      state, metrics = fn(state, batch)
+      step += 1
+      for h in hooks:
+        h(step)
+      if step % config.log_every_steps == 0 or step == config.total_steps:
+        skipped = _check_finite(state, config.nan_policy, last_saved)
+        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        dt = time.time() - t0
+        rate = (step - s0) / max(dt, 1e-9)
+        m.update({"steps_per_sec": rate, "examples_per_sec": rate *
+                  config.batch_size, "flops_per_sec": rate * (flops or 0.0),
+                  "epoch": step / steps_per_epoch, "skipped_steps": skipped})
+        writer.write_scalars(step, m)
+        if jax.process_index() == 0:
+          print(f"step {step}/{config.total_steps} loss {m['loss']:.4f} "
+                f"{m['examples_per_sec']:.1f} ex/s", flush=True)
+        t0, s0 = time.time(), step
+      if step % config.ckpt_every_steps == 0 or step == config.total_steps:
+        _check_finite(state, config.nan_policy, last_saved)
+        if ckpt.save(step, state, {"input": it.state()},
+                     force=step == config.total_steps):
+          last_saved = step
+      if config.eval_every_steps and step % config.eval_every_steps == 0:
+        run_evals(config, model, state, tok, mesh, writer, step, workdir)
+    results = run_evals(config, model, state, tok, mesh, writer, step,
+                        workdir)
+  ckpt.close()
+  multihost_utils.sync_global_devices("train_end")
+  final = {"step": step, **results}
+  if metrics is not None:
+    final["loss"] = float(jax.device_get(metrics["loss"]))
+  return final
+
+
+def run_evals(config, model, state, tok, mesh, writer, step, workdir) -> dict:
+  """In-training evaluators (the eval binaries' modules), process 0 writes."""
+  try:
+    from jointcxr.evaluators import common as eval_common  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return {}
+  results = eval_common.run_in_training(config, model, state, tok, mesh)
+  if results:
+    writer.write_scalars(step, results)
+  return results
+
+
+def _flat(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.INFO)
+  if _WORKDIR.value is None or _CONFIG.value is None:
+    print("error: --config and --workdir are required", file=sys.stderr)
+    sys.exit(2)
+  if _COORD.value or os.environ.get("JOINTCXR_DISTRIBUTED") == "1":
+    jax.distributed.initialize(coordinator_address=_COORD.value,
+                               num_processes=_NPROC.value,
+                               process_id=_PID.value)
+  try:
+    result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (TrainingDiverged, checkpointing.CheckpointError, ValueError,
+          FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  if jax.process_index() == 0:
+    print(json.dumps({k: v for k, v in result.items()
+                      if isinstance(v, (int, float, str))}, sort_keys=True))
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=config_validation.parse_flags)
