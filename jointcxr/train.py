@@ -40,6 +40,7 @@ from jointcxr import optim
 from jointcxr import sharding
 from jointcxr.data import pipeline
 from jointcxr.data import tokenizer as tok_lib
+from jointcxr.models import factory
 from jointcxr.models import two_towers
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
@@ -58,19 +59,6 @@ class TrainingDiverged(RuntimeError):
 
 
 # ----------------------------------------------------------------- setup ---
-def build_model(config, vocab_size: int) -> two_towers.Model:
-  """The two-tower model of `config.model` (vocab -1 -> the tokenizer's)."""
-  m = config.model.to_dict()
-  text = dict(m["text"])
-  if text.get("vocab_size", -1) == -1:
-    text["vocab_size"] = vocab_size
-  dtype = jnp.dtype(config.dtype)
-  return two_towers.Model(image_model=m["image_model"], image=m["image"],
-                          text_model=m["text_model"], text=text,
-                          method=m.get("method", config.method),
-                          heads=m["heads"], dtype=dtype)
-
-
 def get_tokenizer(config, workdir: str):
   """The configured tokenizer, or one trained on the train split."""
   if config.input.tokenizer:
@@ -141,7 +129,7 @@ def init_state(config, model, opt: optim.Optimizer, mesh, rng):
   specs.update({k: jax.sharding.PartitionSpec() for k in
                 ("step", "rng", "nonfinite", "first_bad_step")})
   shardings = sharding.to_shardings(specs, mesh)
-  with mesh, nn.logical_axis_rules(rules):
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state = jax.jit(init, out_shardings=shardings)(rng)
   return state, shardings
 
@@ -300,7 +288,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                         config.batch_size)
 
   # -- Model, optimizer, sharded state ------------------------------------
-  model = build_model(config, tok.vocab_size)
+  model = factory.from_config(config, tok.vocab_size)
   rng = jax.random.PRNGKey(config.seed)
   params_shape = nn.meta.unbox(jax.eval_shape(
       lambda: model.init({"params": rng, "dropout": rng},
@@ -343,8 +331,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   flops = None
   t0, s0 = time.time(), step
   metrics = None
-  with metric_writers.ensure_flushes(writer), mesh, nn.logical_axis_rules(
-      rules):
+  with metric_writers.ensure_flushes(writer), jax.set_mesh(mesh), (
+      nn.logical_axis_rules(rules)):
     while step < config.total_steps:
       if stop["sigterm"] or ckpt.reached_preemption(step):
         logging.warning("preemption/SIGTERM at step %d: saving and exiting",

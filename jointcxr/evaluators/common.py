@@ -1,0 +1,157 @@
+"""What the evaluators share: loading a trained model, embedding a split.
+
+A model is loaded from a training workdir (its `config.json`, tokenizer and
+newest checkpoint) or from an exported model directory
+(`jointcxr.export`). `embed_split` runs the model's image and text encoders
+over a converted split with the eval pipeline (no augmentation, padded last
+batch) and returns host arrays of the global embeddings, the pre-projection
+tower features (for linear probes), labels and ids; with several processes
+each embeds its share and the results are all-gathered.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+
+from jointcxr.data import pipeline
+from jointcxr.data import tokenizer as tok_lib
+
+
+@dataclasses.dataclass
+class Loaded:
+  config: mlc.ConfigDict
+  model: Any
+  variables: dict       # {"params": ..., "batch_stats": ...}
+  tokenizer: Any
+  step: int | None
+  source: str
+
+
+def _config_from_json(path: str) -> mlc.ConfigDict:
+  with open(path) as f:
+    return mlc.ConfigDict(json.load(f))
+
+
+def load_workdir(workdir: str, step: int | None = None) -> Loaded:
+  """Model + variables from a training workdir (newest checkpoint)."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from jointcxr.models import factory  # pylint: disable=g-import-not-at-top
+  cfg_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(cfg_path):
+    raise FileNotFoundError(f"{workdir} is not a training workdir (no "
+                            "config.json)")
+  config = _config_from_json(cfg_path)
+  tok_path = config.input.tokenizer or os.path.join(workdir,
+                                                    "tokenizer.model")
+  tok = tok_lib.load_tokenizer(tok_path)
+  model = factory.from_config(config, tok.vocab_size)
+  mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir),
+                                            "checkpoints"),
+                               item_names=("state", "data"))
+  steps = sorted(mngr.all_steps())
+  if not steps:
+    raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint")
+  step = steps[-1] if step is None else step
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))["state"]
+  variables = {"params": restored["params"]}
+  if restored.get("batch_stats"):
+    variables["batch_stats"] = restored["batch_stats"]
+  return Loaded(config, model, variables, tok, step, workdir)
+
+
+def load(path: str) -> Loaded:
+  """A training workdir or an exported model directory."""
+  if os.path.exists(os.path.join(path, "model_card.md")) or os.path.exists(
+      os.path.join(path, "export.json")):
+    from jointcxr import export  # pylint: disable=g-import-not-at-top
+    return export.load_model(path)
+  return load_workdir(path)
+
+
+@dataclasses.dataclass
+class Embeddings:
+  img: np.ndarray            # [N, D] global image embeddings
+  txt: np.ndarray            # [N, D] global report embeddings
+  img_features: np.ndarray   # [N, C] pre-projection image features
+  labels: np.ndarray         # [N, 14] 1 / 0 / -1, missing -> 0
+  labels_present: np.ndarray
+  study_id: np.ndarray
+
+
+def _encoders(model):
+  def enc_img(variables, image):
+    out = model.apply(variables, image, train=False,
+                      method=type(model).encode_image)
+    return out["img_global"], out["img_tower"]["global"]
+
+  def enc_txt(variables, tokens, text_mask, sentence_ids):
+    out = model.apply(variables, tokens, text_mask, sentence_ids, train=False,
+                      method=type(model).encode_text)
+    return out["txt_global"]
+  return jax.jit(enc_img), jax.jit(enc_txt)
+
+
+def embed_split(loaded: Loaded, data_dir: str, split: str, *,
+                batch_size: int = 64, limit: int | None = None,
+                image_size: int | None = None) -> Embeddings:
+  """Embeds a split (all processes; results gathered on every host)."""
+  cfg = loaded.config.input
+  gen, n = pipeline.eval_batches(
+      data_dir, split=split, global_batch_size=batch_size * jax.process_count(),
+      tokenizer=loaded.tokenizer, image_size=image_size or cfg.image_size,
+      max_tokens=cfg.max_tokens, max_sentences=cfg.max_sentences,
+      mean=cfg.mean, std=cfg.std, limit=limit)
+  enc_img, enc_txt = _encoders(loaded.model)
+  keep = {k: [] for k in ("img", "txt", "feat", "labels", "present", "sid")}
+  for b in gen:
+    zi, feat = enc_img(loaded.variables, jnp.asarray(b["image"]))
+    zt = enc_txt(loaded.variables, jnp.asarray(b["tokens"]),
+                 jnp.asarray(b["text_mask"]), jnp.asarray(b["sentence_ids"]))
+    m = b["mask"]
+    for key, val in (("img", zi), ("txt", zt), ("feat", feat),
+                     ("labels", b["labels"]), ("present", b["labels_present"]),
+                     ("sid", b["study_id"])):
+      keep[key].append(np.asarray(val)[m])
+  arrays = {k: np.concatenate(v) for k, v in keep.items()}
+  if jax.process_count() > 1:
+    arrays = {k: _gather_ragged(v) for k, v in arrays.items()}
+  return Embeddings(arrays["img"], arrays["txt"], arrays["feat"],
+                    arrays["labels"], arrays["present"], arrays["sid"])
+
+
+def _gather_ragged(x: np.ndarray) -> np.ndarray:
+  """All-gathers per-process arrays of different lengths."""
+  n = multihost_utils.process_allgather(np.array([len(x)]))
+  pad = int(n.max()) - len(x)
+  padded = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+  allx = multihost_utils.process_allgather(padded)
+  return np.concatenate([allx[i][:int(n[i])] for i in range(len(n))])
+
+
+def run_in_training(config, model, state, tok, mesh) -> dict:
+  """Cheap validation retrieval during training (uses the same modules)."""
+  from jointcxr.evaluators import retrieval  # pylint: disable=g-import-not-at-top
+  ev = config.get("evals", {}).get("retrieval")
+  if not ev or not config.input.data_dir:
+    return {}
+  variables = {"params": state["params"]}
+  if state.get("batch_stats"):
+    variables["batch_stats"] = state["batch_stats"]
+  loaded = Loaded(config, model, jax.device_get(variables), tok, None,
+                  "training")
+  try:
+    emb = embed_split(loaded, config.input.data_dir, ev.split,
+                      batch_size=ev.batch_size, limit=ev.limit)
+  except ValueError:  # e.g. no validation split in this dataset
+    return {}
+  del mesh
+  return {f"val/{k}": v for k, v in retrieval.metrics(
+      emb, ks=(1, 5, 10), pool_size=None).items()}
