@@ -1,85 +1,147 @@
-"""Sharded (shard_map) losses == single-device losses on 8 fake devices."""
+"""shard_map losses on 8 fake CPU devices == single-device losses.
+
+Values and gradients w.r.t. the embeddings, several mesh shapes (data x
+model, and a data x fsdp x model mesh split over two batch axes), with
+padded examples, chunked DAMSM, and the GSPMD reference path.
+"""
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jointcxr import losses
-from jointcxr import objectives
 from jointcxr.losses import sharded
 
-MESHES = [((8, 1), ("data", "model")), ((4, 2), ("data", "model")),
-          ((2, 4), ("data", "model")), ((2, 2, 2), ("data", "fsdp", "model"))]
+MESHES = [((8, 1), ("data", "model"), "data"),
+          ((4, 2), ("data", "model"), "data"),
+          ((2, 4), ("data", "model"), "data"),
+          ((2, 2, 2), ("data", "fsdp", "model"), ("data", "fsdp"))]
+B, D, R, T = 16, 8, 4, 5
+KW = dict(gamma1=4.0, gamma2=5.0)
 
 
 def _mesh(shape, names):
-  return Mesh(np.array(jax.devices()[:int(np.prod(shape))]).reshape(shape),
-              names)
+  devices = np.array(jax.devices()[:int(np.prod(shape))]).reshape(shape)
+  return Mesh(devices, names)
 
 
-def _axes(names):
-  return ("data", "fsdp") if "fsdp" in names else "data"
+@functools.lru_cache(maxsize=None)
+def _inputs():
+  # Cached NumPy constants: the loss closures are traced inside jit.
+  g = np.random.default_rng(0)
+  zi = g.normal(size=(B, D)).astype(np.float32)
+  zt = (zi + g.normal(size=(B, D))).astype(np.float32)
+  reg = g.normal(size=(B, R, D)).astype(np.float32)
+  words = g.normal(size=(B, T, D)).astype(np.float32)
+  wmask = np.arange(T)[None] < g.integers(1, T + 1, size=B)[:, None]
+  wmask[5] = False  # a text without words: dropped like padding
+  mask = np.arange(B) < 13  # three padded examples
+  neg = np.asarray(losses.random_negatives(jax.random.key(1), B))
+  return zi, zt, reg, words, wmask, mask, neg
 
 
-def _check(plain, shard, args):
-  a = jax.value_and_grad(plain, tuple(range(len(args))))(*args)
-  b = jax.jit(jax.value_and_grad(shard, tuple(range(len(args)))))(*args)
-  np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-5)
-  for x, y in zip(a[1], b[1]):
-    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-5)
+def _loss_fns(mod, extra):
+  """name -> f(a, b) for the plain (`losses`) or sharded module."""
+  zi, zt, reg, words, wmask, mask, neg = _inputs()
+  del zi, zt, reg, words
+  return {
+      "infonce": lambda a, b: mod.infonce(a, b, temperature=0.1,
+                                          i2t_weight=0.75, mask=mask,
+                                          **extra),
+      "damsm_sentence": lambda a, b: mod.damsm_sentence(
+          a, b, gamma3=10.0, mask=mask, **extra),
+      "siglip": lambda a, b: mod.siglip(a, b, logit_scale=2.3,
+                                        logit_bias=-10.0, mask=mask, **extra),
+      "triplet_hard": lambda a, b: mod.triplet(a, b, margin=0.5, mask=mask,
+                                               **extra),
+      "triplet_sum": lambda a, b: mod.triplet(a, b, margin=0.5, hardest=False,
+                                              mask=mask, **extra),
+      "triplet_neg": lambda a, b: mod.triplet(a, b, margin=0.5, negatives=neg,
+                                              mask=mask, **extra),
+      "damsm_word": lambda r, w: mod.damsm_word(r, w, wmask, gamma3=10.0,
+                                                mask=mask, **KW, **extra),
+      "damsm_word_chunked": lambda r, w: mod.damsm_word(
+          r, w, wmask, gamma3=10.0, chunk_size=3, mask=mask, **KW, **extra),
+  }
 
 
-@pytest.mark.parametrize("shape,names", MESHES)
-def test_global_losses_sharded_equal(shape, names):
-  mesh, axes = _mesh(shape, names), _axes(names)
-  k = jax.random.split(jax.random.PRNGKey(0), 2)
-  zi, zt = jax.random.normal(k[0], (16, 8)), jax.random.normal(k[1], (16, 8))
-  mask = jnp.arange(16) < 13
-  _check(lambda a, b: losses.infonce(a, b, temperature=0.1, i2t_weight=0.75,
-                                     mask=mask)[0],
-         lambda a, b: sharded.infonce(a, b, mesh=mesh, data_axis=axes,
-                                      temperature=0.1, i2t_weight=0.75,
-                                      mask=mask)[0], (zi, zt))
-  _check(lambda a, b: losses.siglip(a, b, logit_scale=2.0,
-                                    logit_bias=-5.0)[0],
-         lambda a, b: sharded.siglip(a, b, mesh=mesh, data_axis=axes,
-                                     logit_scale=2.0, logit_bias=-5.0)[0],
-         (zi, zt))
-  neg = objectives.random_negatives(jax.random.PRNGKey(3), 16)
-  for kw in (dict(hardest=True), dict(hardest=False), dict(negatives=neg)):
-    _check(lambda a, b: losses.triplet(a, b, margin=0.5, **kw)[0],
-           lambda a, b: sharded.triplet(a, b, mesh=mesh, data_axis=axes,
-                                        margin=0.5, **kw)[0], (zi, zt))
+def _all(fns, zi, zt, reg, words):
+  out = {}
+  for name, fn in fns.items():
+    args = (reg, words) if name.startswith("damsm_word") else (zi, zt)
+    (value, aux), grads = jax.value_and_grad(fn, argnums=(0, 1),
+                                             has_aux=True)(*args)
+    out[name] = (value, aux, grads)
+  return out
 
 
-@pytest.mark.parametrize("shape,names", MESHES[:2])
-def test_damsm_word_sharded_equal(shape, names):
-  mesh, axes = _mesh(shape, names), _axes(names)
-  k = jax.random.split(jax.random.PRNGKey(1), 2)
-  reg, words = jax.random.normal(k[0], (8, 4, 6)), jax.random.normal(
-      k[1], (8, 5, 6))
-  mask = jnp.ones((8, 5), bool).at[2, 3:].set(False)
-  kw = dict(gamma1=4.0, gamma2=5.0, gamma3=10.0)
-  _check(lambda r, w: losses.damsm_word(r, w, mask, **kw)[0],
-         lambda r, w: sharded.damsm_word(r, w, mask, mesh=mesh,
-                                         data_axis=axes, chunk_size=3,
-                                         **kw)[0], (reg, words))
+@pytest.fixture(scope="module")
+def reference():
+  zi, zt, reg, words, *_ = _inputs()
+  return jax.jit(lambda *a: _all(_loss_fns(losses, {}), *a))(zi, zt, reg,
+                                                             words)
 
 
-def test_objectives_joimternet_sharded_equals_plain():
+@pytest.mark.parametrize("shape,names,axis", MESHES)
+def test_sharded_equals_single_device(reference, shape, names, axis):
+  mesh = _mesh(shape, names)
+  zi, zt, reg, words, *_ = _inputs()
+  put = lambda x: jax.device_put(x, NamedSharding(mesh, P(axis)))  # noqa
+  fns = _loss_fns(sharded, dict(mesh=mesh, data_axis=axis))
+  got = jax.jit(lambda *a: _all(fns, *a))(put(zi), put(zt), put(reg),
+                                          put(words))
+  for name, (value, aux, grads) in got.items():
+    ref_value, ref_aux, ref_grads = reference[name]
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5, atol=1e-5,
+                               err_msg=name)
+    for key in ref_aux:
+      np.testing.assert_allclose(aux[key], ref_aux[key], rtol=1e-5,
+                                 atol=1e-5, err_msg=f"{name} {key}")
+    for g, ref_g in zip(grads, ref_grads):
+      assert np.any(np.asarray(ref_g) != 0), name
+      np.testing.assert_allclose(g, ref_g, rtol=1e-5, atol=1e-5,
+                                 err_msg=name)
+
+
+def test_sharded_damsm_scores_row_sharded_and_equal():
   mesh = _mesh((4, 2), ("data", "model"))
-  k = jax.random.split(jax.random.PRNGKey(2), 4)
-  out = {"img_global": jax.random.normal(k[0], (8, 6)),
-         "txt_global": jax.random.normal(k[1], (8, 6)),
-         "img_regions": jax.random.normal(k[2], (8, 4, 6)),
-         "txt_words": jax.random.normal(k[3], (8, 5, 6)),
-         "txt_word_mask": jnp.ones((8, 5), bool)}
-  rng = jax.random.PRNGKey(9)
-  a, aux_a = objectives.compute("joimternet", {}, out, {}, rng=rng)
-  b, aux_b = jax.jit(lambda o: objectives.compute("joimternet", {}, o, {},
-                                                  rng=rng, mesh=mesh))(out)
-  np.testing.assert_allclose(a, b, rtol=1e-5)
-  for key in aux_a:
-    np.testing.assert_allclose(aux_a[key], aux_b[key], rtol=1e-5)
+  _, _, reg, words, wmask, *_ = _inputs()
+  got = jax.jit(lambda r, w: sharded.damsm_word_scores(
+      r, w, wmask, mesh=mesh, chunk_size=2, **KW))(reg, words)
+  assert got.sharding.spec == P("data")
+  np.testing.assert_allclose(
+      got, losses.damsm_word_scores(reg, words, wmask, **KW), rtol=1e-5,
+      atol=1e-5)
+
+
+def test_gspmd_reference_path_equals_single_device(reference):
+  # The plain losses over globally sharded arrays (XLA inserts the
+  # collectives) are the reference the shard_map versions replace.
+  mesh = _mesh((4, 2), ("data", "model"))
+  zi, zt, reg, words, *_ = _inputs()
+  put = lambda x: jax.device_put(x, NamedSharding(mesh, P("data")))  # noqa
+  fns = _loss_fns(losses, {})
+  got = jax.jit(lambda *a: _all({k: fns[k] for k in ("infonce",
+                                                     "damsm_word")}, *a))(
+                                                         put(zi), put(zt),
+                                                         put(reg), put(words))
+  for name, (value, _, grads) in got.items():
+    np.testing.assert_allclose(value, reference[name][0], rtol=1e-5)
+    for g, ref_g in zip(grads, reference[name][2]):
+      np.testing.assert_allclose(g, ref_g, rtol=1e-5, atol=1e-6)
+
+
+def test_indivisible_batch_and_unknown_axis_raise():
+  mesh = _mesh((8, 1), ("data", "model"))
+  z = jnp.ones((12, 4))
+  with pytest.raises(ValueError, match="global batch 12 is not divisible by "
+                     "the 8 devices of mesh axis 'data'"):
+    sharded.infonce(z, z, mesh=mesh, temperature=0.1)
+  with pytest.raises(ValueError, match="mesh has no axis 'batch'"):
+    sharded.infonce(z, z, mesh=mesh, data_axis="batch", temperature=0.1)

@@ -1,170 +1,228 @@
-"""`jax.shard_map` versions of the cross-batch losses.
+"""`jax.shard_map` versions of the cross-batch losses: B^2/D memory per device.
 
-Each device holds its rows of the global batch, all-gathers the other
-modality's embeddings over the data axis (or axes), and scores *its own*
-anchors against every candidate in the global batch: negatives come from
-all devices while per-device memory is O(B^2 / D) (O(B^2 T R / D) for
-DAMSM) instead of the O(B^2) that GSPMD materialises. Every device computes
-the loss terms of its own anchors (rows for its images, columns for its
-texts); a `psum` over the data axis adds them up, so gradients flow back
-through the gathers to the owning devices exactly. Results equal the plain
-functions in `jointcxr.losses` (tests: 8 fake devices, several meshes).
+Written over global arrays, the plain losses let GSPMD insert collectives,
+but XLA may then materialise the whole `B x B` score matrix (or DAMSM's
+`B x B x T x R` attention) on every device. Here each device instead scores
+only *its own* anchor rows against all-gathered candidates
+(`all_gather(tiled=True)` over the data axis), so per-device memory grows as
+`B^2 / D`. Negatives still come from the whole global batch, and results
+equal the plain losses (same arithmetic: the `*_block` helpers); partial sums
+are `psum`-reduced over the data axis only (reducing over a replicated model
+axis too would double-count, ENVIRONMENT.md G11).
+
+Usage (inside or outside `jax.jit`; inputs sharded or not):
+
+  mesh = jax.sharding.Mesh(np.array(jax.devices()).reshape(4, 2),
+                           ("data", "model"))
+  loss, aux = sharded.infonce(zimg, ztxt, mesh=mesh, temperature=0.1)
+
+The mesh must use Auto axes (`jax.sharding.Mesh(devices, names)`; G3). The
+batch dimension is split over `data_axis` (one name or a tuple of names, e.g.
+`("data", "fsdp")`) and must divide by its size. Gradients flow through the
+gathers (the transpose of `all_gather` is a reduce-scatter) and match the
+plain losses. Every function returns replicated `(loss, aux)` like its plain
+counterpart, except `damsm_word_scores` (a row-sharded `[B, B]` array).
 """
 
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
-from jointcxr.losses import damsm as damsm_lib
-from jointcxr.losses.contrastive import l2_normalize
+from jointcxr.losses import contrastive
+from jointcxr.losses import core
+from jointcxr.losses import damsm
+from jointcxr.losses import ranking
 
-AxisNames = str | Sequence[str]
-
-
-def _axes(data_axis: AxisNames) -> tuple[str, ...]:
-  return (data_axis,) if isinstance(data_axis, str) else tuple(data_axis)
-
-
-def _mask(mask, b):
-  return jnp.ones((b,), bool) if mask is None else mask.astype(bool)
+Array = jax.Array
+Aux = dict[str, Array]
+AxisName = str | tuple[str, ...]
 
 
-def _smap(fn, mesh, axes, n_batched, n_scalar):
-  spec = P(axes)
-  return jax.shard_map(fn, mesh=mesh,
-                       in_specs=(spec,) * n_batched + (P(),) * n_scalar,
-                       out_specs=(P(), P()), check_vma=True)
+def axis_size(mesh: Mesh, data_axis: AxisName) -> int:
+  """Number of devices along `data_axis` (a name or tuple of names)."""
+  names = (data_axis,) if isinstance(data_axis, str) else tuple(data_axis)
+  size = 1
+  for name in names:
+    if name not in mesh.shape:
+      raise ValueError(f"mesh has no axis {name!r}; axes: "
+                       f"{tuple(mesh.shape)}")
+    size *= mesh.shape[name]
+  return size
 
 
-def _ce_local(logits, pos_idx, valid):
-  logp = jax.nn.log_softmax(logits, axis=-1)
-  nll = -jnp.take_along_axis(logp, pos_idx[:, None], axis=1)[:, 0]
-  hit = jnp.argmax(logits, axis=-1) == pos_idx
-  return jnp.where(valid, nll, 0.0), jnp.where(valid, hit, False)
+def _shard_call(fn: Callable[..., Any], mesh: Mesh, data_axis: AxisName,
+                batched: Sequence[Array], scalars: Sequence[Any],
+                out_specs: Any = P()) -> Any:
+  """Runs `fn(*local_batched, *scalars)` per device under `jax.shard_map`.
+
+  Batched arguments are split over `data_axis` on their first dimension;
+  scalars are replicated. `fn` must reduce its outputs itself (psum) unless
+  `out_specs` says they are sharded.
+  """
+  if isinstance(data_axis, list):
+    data_axis = tuple(data_axis)
+  b = batched[0].shape[0]
+  size = axis_size(mesh, data_axis)
+  if b % size:
+    raise ValueError(f"global batch {b} is not divisible by the {size} "
+                     f"devices of mesh axis {data_axis!r}")
+  specs = (P(data_axis),) * len(batched) + (P(),) * len(scalars)
+  scalars = [jnp.asarray(s, jnp.float32) for s in scalars]
+  return jax.shard_map(fn, mesh=mesh, in_specs=specs, out_specs=out_specs,
+                       check_vma=True)(*batched, *scalars)
 
 
-def infonce(zimg, ztxt, *, mesh: Mesh, data_axis: AxisNames = "data",
-            temperature, i2t_weight: float = 0.5, mask=None):
-  """Sharded `jointcxr.losses.infonce` (same value and gradients)."""
-  axes = _axes(data_axis)
-
-  def body(zi, zt, m, temp):
-    zi, zt = l2_normalize(zi), l2_normalize(zt)
-    zi_all = jax.lax.all_gather(zi, axes, tiled=True)
-    zt_all = jax.lax.all_gather(zt, axes, tiled=True)
-    m_all = jax.lax.all_gather(m, axes, tiled=True)
-    b = zi.shape[0]
-    pos = jax.lax.axis_index(axes) * b + jnp.arange(b)
-    lr = jnp.where(m_all[None, :], zi @ zt_all.T / temp, -1e30)
-    lc = jnp.where(m_all[None, :], zt @ zi_all.T / temp, -1e30)
-    nll_r, hit_r = _ce_local(lr, pos, m)
-    nll_c, hit_c = _ce_local(lc, pos, m)
-    n = jnp.maximum(jax.lax.psum(m.sum(), axes), 1)
-    s = lambda x: jax.lax.psum(x.sum(), axes) / n
-    l_i2t, l_t2i = s(nll_r), s(nll_c)
-    loss = i2t_weight * l_i2t + (1.0 - i2t_weight) * l_t2i
-    pos_sim = s(jnp.where(m, jnp.sum(zi * zt, -1), 0.0))
-    return loss, {"loss_i2t": l_i2t, "loss_t2i": l_t2i,
-                  "acc_i2t": s(hit_r), "acc_t2i": s(hit_c),
-                  "pos_sim": pos_sim}
-
-  return _smap(body, mesh, axes, 3, 1)(zimg, ztxt, _mask(mask, zimg.shape[0]),
-                                       jnp.asarray(temperature, jnp.float32))
+def _gather(x: Array, data_axis: AxisName) -> Array:
+  return jax.lax.all_gather(x, data_axis, tiled=True)
 
 
-def damsm_sentence(zimg, ztxt, *, mesh: Mesh, data_axis: AxisNames = "data",
-                   gamma3: float, mask=None):
+def _own_rows(b: int, data_axis: AxisName) -> Array:
+  """Global indices of this device's `b` rows (same order as `_gather`)."""
+  return jax.lax.axis_index(data_axis) * b + jnp.arange(b)
+
+
+def _psum(tree: Any, data_axis: AxisName) -> Any:
+  return jax.tree.map(lambda v: jax.lax.psum(v, data_axis), tree)
+
+
+def _bidirectional_ce(zimg: Array, ztxt: Array, mask: Array | None, *,
+                      mesh: Mesh, data_axis: AxisName, scale: Any,
+                      row_weight: Any, col_weight: Any) -> tuple[Array, Aux]:
+  """Sharded `contrastive.block_stats` + `finish_bidirectional`."""
+  def body(zi, zt, valid, scale):
+    zi, zt = core.l2_normalize(zi), core.l2_normalize(zt)
+    stats = contrastive.block_stats(
+        zi, zt, _gather(zi, data_axis), _gather(zt, data_axis),
+        _own_rows(zi.shape[0], data_axis), valid, _gather(valid, data_axis),
+        scale)
+    return _psum(stats, data_axis)
+
+  contrastive.check_pair(zimg, ztxt)
+  stats = _shard_call(body, mesh, data_axis,
+                      [zimg, ztxt, core.valid_or_ones(mask, zimg.shape[0])],
+                      [scale])
+  return contrastive.finish_bidirectional(stats, row_weight, col_weight)
+
+
+def infonce(zimg: Array, ztxt: Array, *, mesh: Mesh,
+            data_axis: AxisName = "data", temperature: Any,
+            i2t_weight: Any = 0.5,
+            mask: Array | None = None) -> tuple[Array, Aux]:
+  """Sharded `jointcxr.losses.infonce` (same arguments plus mesh/axis)."""
+  return _bidirectional_ce(
+      zimg, ztxt, mask, mesh=mesh, data_axis=data_axis,
+      scale=1.0 / core.as_float(temperature), row_weight=i2t_weight,
+      col_weight=1.0 - i2t_weight)
+
+
+def damsm_sentence(zimg: Array, ztxt: Array, *, mesh: Mesh,
+                   data_axis: AxisName = "data", gamma3: Any,
+                   mask: Array | None = None) -> tuple[Array, Aux]:
   """Sharded `jointcxr.losses.damsm_sentence`."""
-  _, aux = infonce(zimg, ztxt, mesh=mesh, data_axis=data_axis,
-                   temperature=1.0 / gamma3, mask=mask)
-  return aux["loss_i2t"] + aux["loss_t2i"], aux
+  return _bidirectional_ce(zimg, ztxt, mask, mesh=mesh, data_axis=data_axis,
+                           scale=gamma3, row_weight=1.0, col_weight=1.0)
 
 
-def siglip(zimg, ztxt, *, mesh: Mesh, data_axis: AxisNames = "data",
-           logit_scale, logit_bias, mask=None):
-  """Sharded `jointcxr.losses.siglip`: local image rows x all texts."""
-  axes = _axes(data_axis)
+def siglip(zimg: Array, ztxt: Array, *, mesh: Mesh,
+           data_axis: AxisName = "data", logit_scale: Any, logit_bias: Any,
+           mask: Array | None = None) -> tuple[Array, Aux]:
+  """Sharded `jointcxr.losses.siglip`: local images vs all-gathered texts."""
+  def body(zi, zt, valid, scale, bias):
+    zi, zt = core.l2_normalize(zi), core.l2_normalize(zt)
+    stats = contrastive.siglip_block(
+        zi, _gather(zt, data_axis), _own_rows(zi.shape[0], data_axis), valid,
+        _gather(valid, data_axis), scale, bias)
+    return _psum(stats, data_axis)
 
-  def body(zi, zt, m, t, bias):
-    zi, zt = l2_normalize(zi), l2_normalize(zt)
-    zt_all = jax.lax.all_gather(zt, axes, tiled=True)
-    m_all = jax.lax.all_gather(m, axes, tiled=True)
-    b = zi.shape[0]
-    pos = jax.lax.axis_index(axes) * b + jnp.arange(b)
-    logits = jnp.exp(t) * (zi @ zt_all.T) + bias
-    labels = jnp.where(pos[:, None] == jnp.arange(zt_all.shape[0])[None],
-                       1.0, -1.0)
-    ll = jnp.where(m[:, None] & m_all[None, :],
-                   jax.nn.log_sigmoid(labels * logits), 0.0)
-    n = jnp.maximum(jax.lax.psum(m.sum(), axes), 1)
-    return -jax.lax.psum(ll.sum(), axes) / n, {}
-
-  return _smap(body, mesh, axes, 3, 2)(
-      zimg, ztxt, _mask(mask, zimg.shape[0]),
-      jnp.asarray(logit_scale, jnp.float32), jnp.asarray(logit_bias,
-                                                         jnp.float32))
+  contrastive.check_pair(zimg, ztxt)
+  stats = _shard_call(body, mesh, data_axis,
+                      [zimg, ztxt, core.valid_or_ones(mask, zimg.shape[0])],
+                      [logit_scale, logit_bias])
+  return contrastive.finish_siglip(stats)
 
 
-def triplet(zimg, ztxt, *, mesh: Mesh, data_axis: AxisNames = "data",
-            margin: float, hardest: bool = True, negatives=None):
-  """Sharded `jointcxr.losses.triplet` (hardest / sum / given negatives)."""
-  axes = _axes(data_axis)
-  b_total = zimg.shape[0]
-  negs = jnp.zeros((b_total,), jnp.int32) if negatives is None else negatives
+def triplet(zimg: Array, ztxt: Array, *, mesh: Mesh,
+            data_axis: AxisName = "data", margin: Any, hardest: bool = True,
+            negatives: Array | None = None,
+            mask: Array | None = None) -> tuple[Array, Aux]:
+  """Sharded `jointcxr.losses.triplet` (hardest, sum or given negatives).
 
-  def body(zi, zt, neg):
-    zi, zt = l2_normalize(zi), l2_normalize(zt)
-    zi_all = jax.lax.all_gather(zi, axes, tiled=True)
-    zt_all = jax.lax.all_gather(zt, axes, tiled=True)
-    b = zi.shape[0]
-    pos_idx = jax.lax.axis_index(axes) * b + jnp.arange(b)
-    pos = jnp.sum(zi * zt, -1)
-    if negatives is not None:
-      c_img = jax.nn.relu(margin - pos + jnp.sum(zi * zt_all[neg], -1))
-      c_txt = jax.nn.relu(margin - pos + jnp.sum(zi_all[neg] * zt, -1))
-    else:
-      off = pos_idx[:, None] != jnp.arange(b_total)[None, :]
-      red = jnp.max if hardest else jnp.sum
-      c_img = red(jnp.where(off, jax.nn.relu(
-          margin - pos[:, None] + zi @ zt_all.T), 0.0), axis=1)
-      c_txt = red(jnp.where(off, jax.nn.relu(
-          margin - pos[:, None] + zt @ zi_all.T), 0.0), axis=1)
-    l_i2t = jax.lax.psum(c_img.sum(), axes) / b_total
-    l_t2i = jax.lax.psum(c_txt.sum(), axes) / b_total
-    return l_i2t + l_t2i, {"loss_i2t": l_i2t, "loss_t2i": l_t2i}
+  `negatives` holds *global* batch indices and is split with the batch.
+  """
+  contrastive.check_pair(zimg, ztxt)
+  batched = [zimg, ztxt, core.valid_or_ones(mask, zimg.shape[0])]
+  if negatives is not None:
+    batched.append(jnp.asarray(negatives, jnp.int32))
 
-  return _smap(body, mesh, axes, 3, 0)(zimg, ztxt, negs)
+  def body(zi, zt, valid, *rest):
+    *neg, margin_ = rest
+    zi, zt = core.l2_normalize(zi), core.l2_normalize(zt)
+    stats = ranking.triplet_block(
+        zi, zt, _gather(zi, data_axis), _gather(zt, data_axis),
+        _own_rows(zi.shape[0], data_axis), valid, _gather(valid, data_axis),
+        margin=margin_, hardest=hardest,
+        negatives_rows=neg[0] if neg else None)
+    return _psum(stats, data_axis)
+
+  stats = _shard_call(body, mesh, data_axis, batched, [margin])
+  return ranking.finish_triplet(stats)
 
 
-def damsm_word(regions, words, word_mask, *, mesh: Mesh,
-               data_axis: AxisNames = "data", gamma1: float, gamma2: float,
-               gamma3: float, chunk_size: int | None = None):
+def damsm_word_scores(regions: Array, words: Array, word_mask: Array, *,
+                      mesh: Mesh, data_axis: AxisName = "data", gamma1: Any,
+                      gamma2: Any, chunk_size: int | None = None) -> Array:
+  """Sharded `jointcxr.losses.damsm_word_scores`: `[B, B]`, rows sharded.
+
+  Each device scores its local images against all-gathered texts (chunked
+  over texts when `chunk_size` is set), so it holds `[B/D, chunk, T, R]`
+  (or `[B/D, B, T, R]`) attention at a time. The result is row-sharded over
+  `data_axis`; cheap B x B follow-ups (`logits_ce`, `word_triplet`) can run
+  on it as plain global code.
+  """
+  def body(reg, w, m, g1, g2):
+    return damsm.damsm_word_scores(reg, _gather(w, data_axis),
+                                   _gather(m, data_axis), gamma1=g1,
+                                   gamma2=g2, chunk_size=chunk_size)
+
+  return _shard_call(body, mesh, data_axis,
+                     [regions, words, word_mask.astype(bool)],
+                     [gamma1, gamma2], out_specs=P(data_axis))
+
+
+def damsm_word(regions: Array, words: Array, word_mask: Array, *,
+               mesh: Mesh, data_axis: AxisName = "data", gamma1: Any,
+               gamma2: Any, gamma3: Any, chunk_size: int | None = None,
+               mask: Array | None = None) -> tuple[Array, Aux]:
   """Sharded `jointcxr.losses.damsm_word`.
 
-  Each device scores its images against all texts ([b, B], chunked over
-  texts), the score rows are all-gathered into the small [B, B] matrix,
-  and each device adds the CE terms of its own rows and columns.
+  Rows: each device computes R for its local images vs all texts,
+  `[B/D, B]`. Columns: an `all_to_all` over the data axis turns those row
+  blocks into `R[all images, local texts]` (`[B, B/D]`) without ever
+  assembling the full matrix, so the text-anchored CE needs no recompute.
   """
-  axes = _axes(data_axis)
+  if regions.shape[0] != words.shape[0]:
+    raise ValueError(f"batch mismatch: {regions.shape[0]} images vs "
+                     f"{words.shape[0]} texts")
 
-  def body(r, w, m):
-    w_all = jax.lax.all_gather(w, axes, tiled=True)
-    m_all = jax.lax.all_gather(m, axes, tiled=True)
-    scores = damsm_lib.damsm_word_scores(r, w_all, m_all, gamma1=gamma1,
-                                         gamma2=gamma2, chunk_size=chunk_size)
-    full = jax.lax.all_gather(scores, axes, tiled=True)  # [B, B]
-    b = r.shape[0]
-    own = jax.lax.axis_index(axes) * b + jnp.arange(b)
-    logits = gamma3 * full
-    rows = -jax.nn.log_softmax(logits[own], axis=1)[jnp.arange(b), own]
-    cols = -jax.nn.log_softmax(logits[:, own], axis=0)[own, jnp.arange(b)]
-    n = full.shape[0]
-    l_rows = jax.lax.psum(rows.sum(), axes) / n
-    l_cols = jax.lax.psum(cols.sum(), axes) / n
-    return l_rows + l_cols, {"loss_i2t": l_rows, "loss_t2i": l_cols}
+  def body(reg, w, m, valid, g1, g2, g3):
+    rows = _own_rows(reg.shape[0], data_axis)
+    valid_all = _gather(valid, data_axis)
+    r_rows = damsm.damsm_word_scores(reg, _gather(w, data_axis),
+                                     _gather(m, data_axis), gamma1=g1,
+                                     gamma2=g2, chunk_size=chunk_size)
+    r_cols = jax.lax.all_to_all(r_rows, data_axis, 1, 0, tiled=True)
+    stats = {
+        "rows": core.ce_rows(g3 * r_rows, rows, valid, valid_all),
+        "cols": core.ce_rows(g3 * r_cols.T, rows, valid, valid_all),
+        "score": core.pair_stats(r_rows, rows, valid, valid_all),
+    }
+    return _psum(stats, data_axis)
 
-  return _smap(body, mesh, axes, 3, 0)(regions, words, word_mask.astype(bool))
-
-
+  stats = _shard_call(
+      body, mesh, data_axis,
+      [regions, words, word_mask.astype(bool),
+       damsm.pair_valid(word_mask, mask)], [gamma1, gamma2, gamma3])
+  return damsm.finish_damsm(stats)
