@@ -88,12 +88,19 @@ def reference():
                                                              words)
 
 
+# Every loss on the 4x2 mesh; the other meshes skip the variants that share
+# all of their collectives with a tested one (keeps compile time down).
+REDUCED = ("infonce", "siglip", "triplet_neg", "damsm_word_chunked")
+
+
 @pytest.mark.parametrize("shape,names,axis", MESHES)
 def test_sharded_equals_single_device(reference, shape, names, axis):
   mesh = _mesh(shape, names)
   zi, zt, reg, words, *_ = _inputs()
   put = lambda x: jax.device_put(x, NamedSharding(mesh, P(axis)))  # noqa
   fns = _loss_fns(sharded, dict(mesh=mesh, data_axis=axis))
+  if shape != (4, 2):
+    fns = {k: fns[k] for k in REDUCED}
   got = jax.jit(lambda *a: _all(fns, *a))(put(zi), put(zt), put(reg),
                                           put(words))
   for name, (value, aux, grads) in got.items():

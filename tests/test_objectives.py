@@ -45,9 +45,13 @@ def _outputs(method):
 RNG = jax.random.key(3)
 
 
+def _compute(method, cfg, out, **kw):
+  return objectives.compute(method, cfg, out, {}, **kw)
+
+
 def test_lovt_weighting_and_components():
   out = _outputs("lovt")
-  loss, aux = objectives.compute("lovt", {}, out, {})
+  loss, aux = _compute("lovt", {}, out)
   assert np.isfinite(float(loss))
   names = ("img_l2att", "img_att2l", "txt_l2att", "txt_att2l")
   parts = (0.75 * aux["loss/global_i2t"] + 0.25 * aux["loss/global_t2i"]
@@ -65,26 +69,26 @@ def test_lovt_weighting_and_components():
                              rtol=1e-6)
   # A zero weight removes exactly its component.
   cfg = ml_collections.ConfigDict({"loss_weights": {"local_b_att2l": 0.0}})
-  loss0, _ = objectives.compute("lovt", cfg, out, {})
+  loss0, _ = _compute("lovt", cfg, out)
   np.testing.assert_allclose(loss - loss0,
                              0.375 * aux["loss/local_txt_att2l"], rtol=1e-5)
 
 
 def test_joimternet_weighting_and_quirk():
   out = _outputs("joimternet")
-  loss, aux = objectives.compute("joimternet", None, out, {}, rng=RNG)
+  loss, aux = _compute("joimternet", None, out, rng=RNG)
   assert np.isfinite(float(loss))
   np.testing.assert_allclose(
       loss, aux["loss/sentence"] + aux["loss/word"]
       + 2 * (aux["loss/sentence_triplet"] + aux["loss/word_triplet"]),
       rtol=1e-6)
-  no_trip, a0 = objectives.compute("joimternet", {"lambda_triplet": 0.0}, out,
-                                   {}, rng=RNG)
+  no_trip, a0 = _compute("joimternet", {"lambda_triplet": 0.0}, out,
+                              rng=RNG)
   np.testing.assert_allclose(no_trip, a0["loss/sentence"] + a0["loss/word"],
                              rtol=1e-6)
   # The official-code quirk changes only the word triplet.
-  _, aq = objectives.compute("joimternet", {"word_triplet_code_quirk": True},
-                             out, {}, rng=RNG)
+  _, aq = _compute("joimternet", {"word_triplet_code_quirk": True}, out,
+                        rng=RNG)
   assert float(aq["loss/word_triplet"]) != float(aux["loss/word_triplet"])
   assert float(aq["loss/word"]) == float(aux["loss/word"])
   with pytest.raises(ValueError, match="joimternet needs `rng`"):
@@ -133,7 +137,7 @@ def test_padding_mask_from_batch():
 def test_sharded_objective_equals_plain(method):
   mesh = Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model"))
   out = _outputs(method)
-  a, aux_a = objectives.compute(method, {}, out, {}, rng=RNG)
+  a, aux_a = _compute(method, {}, out, rng=RNG)
   b, aux_b = jax.jit(lambda o: objectives.compute(method, {}, o, {}, rng=RNG,
                                                   mesh=mesh))(out)
   np.testing.assert_allclose(a, b, rtol=1e-5)
