@@ -84,12 +84,14 @@ def measure(batch_sizes: Sequence[int], *, dim: int, regions: int,
   Needs `max(device_counts)` JAX devices in this process. `select` keeps
   only the listed (loss, version) pairs.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from jax.sharding import Mesh  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding  # pylint: disable=g-import-not-at-top
-  from jax.sharding import PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  # Imported here so that the parent of `run(use_subprocess=True)` never
+  # starts a JAX backend. pylint: disable=g-import-not-at-top
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from jax.sharding import Mesh
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
 
   if jax.device_count() < max(device_counts):
     raise RuntimeError(f"need {max(device_counts)} devices, have "
@@ -173,7 +175,8 @@ def run(batch_sizes: Sequence[int] = (256, 512, 1024, 2048), *,
            f"--dim={dim}", f"--regions={regions}", f"--words={words}",
            f"--chunk={chunk}"]
     if select is not None:
-      cmd.append("--select=" + ",".join(f"{loss}:{ver}" for loss, ver in select))
+      pairs = [f"{loss}:{version}" for loss, version in select]
+      cmd.append("--select=" + ",".join(pairs))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run(cmd, env=env, cwd=root, check=False)
     if proc.returncode != 0 or not os.path.exists(out):
