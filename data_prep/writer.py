@@ -2,27 +2,45 @@
 
 Every converter describes its work as shards: a shard is a list of plain
 items (paths, texts, labels) plus an `encode` function that turns one item
-into an example dict (or a `Skip`). Shards are processed by a worker pool;
-each shard file is written to a temporary name and renamed into place, and
-`.progress.json` records finished shards with their sha256, so a converter
-killed at any point resumes where it stopped and produces byte-identical
-output. At the end, TFDS metadata is written (`tfds.builder_from_directory`
-loads the directory) together with `manifest.json`: examples written per
-split, skips by reason, shard hashes, the arguments and versions.
+into `(example dict, notes)` or a `Skip`. Shards are processed by a pool of
+worker processes; each shard is written to a hidden temporary file and
+renamed into place, and `.progress.json` records every finished shard with
+its sha256 and a fingerprint of its items. A converter killed at any point
+therefore resumes where it stopped: finished shards whose bytes still match
+their hash are kept, missing or corrupt ones are rewritten, and because the
+plan is deterministic the result is byte-identical to an uninterrupted run.
+Resuming assumes the input files did not change in place; pass
+`overwrite=True` (`--overwrite`) after editing inputs.
+
+At the end the TFDS metadata is written (`tfds.builder_from_directory`
+loads every split) together with `manifest.json` (examples written per
+split, skips by reason, notes, shard hashes, arguments, versions) and
+`skipped.csv` (every skipped id with its reason; never report text). Each
+skip is also logged on one line.
 """
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
 import os
+import sys
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import tqdm
 
-TOOL_VERSION = "jointcxr-data_prep/1"
-_PROGRESS = ".progress.json"
+TOOL_VERSION = "jointcxr-data_prep/2"
+PROGRESS_FILE = ".progress.json"
+# An item whose encoding raises is recorded under this reason (with the
+# exception type) instead of killing a conversion of 377k studies.
+ENCODE_ERROR = "encode_error"
+
+
+class ConversionError(RuntimeError):
+  """Continuing would be wrong (e.g. an input directory is missing)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,17 +53,18 @@ class Skip:
 
 @dataclasses.dataclass
 class ShardJob:
-  """One output shard: its file name, split and items."""
+  """One output shard: its split, TFDS-style file name and items."""
   split: str
   filename: str
   items: list
 
-
-class ConversionError(RuntimeError):
-  """Continuing would be wrong (e.g. input files missing entirely)."""
+  def fingerprint(self) -> str:
+    """A hash of the items, so a changed plan is never mistaken for done."""
+    return hashlib.sha256(repr(self.items).encode()).hexdigest()
 
 
 def sha256(path: str) -> str:
+  """Hex sha256 of a file's bytes."""
   h = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
@@ -54,37 +73,94 @@ def sha256(path: str) -> str:
 
 
 def atomic_write_text(path: str, text: str) -> None:
+  """Writes `text` to a temporary file, then renames it over `path`."""
   tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
+  with open(tmp, "w", encoding="utf-8") as f:
     f.write(text)
   os.replace(tmp, path)
 
 
+def encode_image(arr: np.ndarray, encoding: str, *, png_compress_level: int
+                 = 6, jpeg_quality: int = 95) -> bytes:
+  """[H, W] or [H, W, 1] uint8 -> PNG or JPEG bytes (deterministic).
+
+  Encoding with PIL here instead of letting TFDS run `tf.image.encode_*`
+  per image is faster (see bench/data_prep.py) and lets us choose the PNG
+  compression level and JPEG quality.
+
+  Args:
+    arr: 8-bit grayscale image.
+    encoding: "png" or "jpeg".
+    png_compress_level: zlib level 0-9 for PNG.
+    jpeg_quality: JPEG quality 1-95.
+
+  Returns:
+    The encoded bytes.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  img = Image.fromarray(np.asarray(arr, np.uint8).reshape(arr.shape[:2]))
+  buf = io.BytesIO()
+  if encoding == "png":
+    img.save(buf, format="PNG", compress_level=png_compress_level)
+  elif encoding == "jpeg":
+    img.save(buf, format="JPEG", quality=jpeg_quality)
+  else:
+    raise ValueError(f"image encoding must be png or jpeg, got {encoding!r}")
+  return buf.getvalue()
+
+
 def plan_shards(name: str, split: str, items: Sequence,
                 examples_per_shard: int) -> list[ShardJob]:
-  """Contiguous, deterministic shards named the TFDS way."""
+  """Contiguous, deterministic shards named the TFDS way.
+
+  Args:
+    name: dataset name (file prefix).
+    split: split name.
+    items: the split's items, in their final order.
+    examples_per_shard: target items per shard (sizes differ by at most 1).
+
+  Returns:
+    `ceil(len(items) / examples_per_shard)` jobs (at least one).
+  """
   n = max(1, -(-len(items) // max(1, examples_per_shard)))
   bounds = [round(i * len(items) / n) for i in range(n + 1)]
   return [ShardJob(split, f"{name}-{split}.tfrecord-{i:05d}-of-{n:05d}",
                    list(items[bounds[i]:bounds[i + 1]])) for i in range(n)]
 
 
-# Set in each worker by _init: (encode function, features).
+# Set in each worker by _init: encode function, id function, features.
 _WORKER: dict[str, Any] = {}
 
 
-def _init(encode: Callable, features_fn: Callable) -> None:
-  import os as _os  # pylint: disable=g-import-not-at-top,reimported
-  _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  _WORKER["encode"] = encode
-  _WORKER["features"] = features_fn()
+def _init(encode: Callable, id_of: Callable, features_fn: Callable) -> None:
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  if multiprocessing.parent_process() is not None:  # a spawned worker
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(levelname)s %(message)s")
+  _WORKER.update(encode=encode, id_of=id_of, features=features_fn())
+
+
+def _encode_one(item) -> tuple[dict | None, dict, Skip | None, bytes | None]:
+  """Runs the converter's encode and serialises; errors become skips."""
+  try:
+    result = _WORKER["encode"](item)
+    if isinstance(result, Skip):
+      return None, result.notes, result, None
+    example, notes = result
+    return example, notes, None, _WORKER["features"].serialize_example(example)
+  except Exception as e:  # pylint: disable=broad-except
+    # One odd file must not kill a days-long conversion; the error is named,
+    # counted and logged (type and message, never report text).
+    item_id = _WORKER["id_of"](item)
+    logging.warning("%s: %s: %s", item_id, type(e).__name__,
+                    str(e).splitlines()[0] if str(e) else "")
+    return None, {}, Skip(f"{ENCODE_ERROR}_{type(e).__name__}", item_id), None
 
 
 def _write_shard(args: tuple[ShardJob, str]) -> dict:
   """Encodes and writes one shard; returns its record for the manifest."""
   job, out_dir = args
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  encode, features = _WORKER["encode"], _WORKER["features"]
   tmp = os.path.join(out_dir, f".{job.filename}.tmp")
   skipped: dict[str, int] = {}
   skipped_ids: list[tuple[str, str]] = []
@@ -92,81 +168,110 @@ def _write_shard(args: tuple[ShardJob, str]) -> dict:
   count = 0
   with tf.io.TFRecordWriter(tmp) as w:
     for item in job.items:
-      result = encode(item)
-      if isinstance(result, Skip):
-        skipped[result.reason] = skipped.get(result.reason, 0) + 1
-        skipped_ids.append((result.item_id, result.reason))
-        example, item_notes = None, result.notes
-      else:
-        example, item_notes = result
+      _, item_notes, skip, record = _encode_one(item)
+      if skip is not None:
+        skipped[skip.reason] = skipped.get(skip.reason, 0) + 1
+        skipped_ids.append((skip.item_id, skip.reason))
       for k, v in item_notes.items():
         notes[k] = notes.get(k, 0) + v
-      if example is not None:
-        w.write(features.serialize_example(example))
+      if record is not None:
+        w.write(record)
         count += 1
   os.replace(tmp, os.path.join(out_dir, job.filename))
   return {"filename": job.filename, "split": job.split, "examples": count,
           "sha256": sha256(os.path.join(out_dir, job.filename)),
-          "skipped": skipped, "skipped_ids": skipped_ids, "notes": notes}
+          "fingerprint": job.fingerprint(), "skipped": skipped,
+          "skipped_ids": skipped_ids, "notes": notes}
 
 
 def _load_progress(out_dir: str, args_key: str) -> dict[str, dict]:
-  path = os.path.join(out_dir, _PROGRESS)
+  path = os.path.join(out_dir, PROGRESS_FILE)
   if not os.path.exists(path):
     return {}
   try:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
       prog = json.load(f)
   except (OSError, ValueError):
+    logging.warning("%s unreadable; rewriting every shard", path)
     return {}
   if prog.get("args_key") != args_key:
+    logging.warning("arguments changed since the last run in %s; rewriting "
+                    "every shard", out_dir)
     return {}
   return prog.get("shards", {})
 
 
+def _verified(done: dict[str, dict], jobs: list[ShardJob], out_dir: str
+              ) -> dict[str, dict]:
+  """Keeps finished shards whose items and bytes are unchanged."""
+  by_name = {j.filename: j for j in jobs}
+  kept = {}
+  for fname, rec in done.items():
+    path = os.path.join(out_dir, fname)
+    job = by_name.get(fname)
+    if job is None:
+      continue
+    if rec.get("fingerprint") != job.fingerprint():
+      logging.warning("shard %s: its inputs changed; rewriting it", fname)
+    elif not os.path.exists(path):
+      logging.warning("shard %s: missing; rewriting it", fname)
+    elif sha256(path) != rec["sha256"]:
+      logging.warning("shard %s: sha256 mismatch (corrupt); rewriting it",
+                      fname)
+    else:
+      kept[fname] = rec
+  return kept
+
+
+def _remove_stale(out_dir: str, name: str, jobs: list[ShardJob]) -> None:
+  """Deletes shards of an older plan and temporaries of a killed run."""
+  wanted = {j.filename for j in jobs}
+  for fname in os.listdir(out_dir):
+    is_shard = fname.startswith(f"{name}-") and ".tfrecord-" in fname
+    is_tmp = fname.startswith(f".{name}-") and fname.endswith(".tmp")
+    if (is_shard and fname not in wanted) or is_tmp:
+      os.remove(os.path.join(out_dir, fname))
+
+
 def run(*, name: str, out_dir: str, jobs: list[ShardJob], encode: Callable,
-        features_fn: Callable, args: dict, num_workers: int = 1,
-        pre_skipped: Sequence[Skip] = (), progress: bool = True,
-        overwrite: bool = False, extra_manifest: dict | None = None) -> dict:
+        features_fn: Callable, args: dict, id_of: Callable = str,
+        num_workers: int = 1, pre_skipped: Sequence[Skip] = (),
+        pre_notes: dict[str, int] | None = None, progress: bool = True,
+        overwrite: bool = False, extra_manifest: dict | None = None,
+        description: str = "") -> dict:
   """Writes all shards (resuming), the TFDS metadata and manifest.json.
 
   Args:
-    name: dataset name (file prefix).
-    out_dir: output directory.
+    name: dataset name (file prefix and TFDS name).
+    out_dir: output directory (created).
     jobs: from `plan_shards`, all splits together.
     encode: item -> (example dict, notes dict) or Skip. Must be picklable
-      (a module-level function) when num_workers > 1.
+      (a module-level function or a partial of one) when num_workers > 1.
     features_fn: () -> the tfds FeaturesDict (built in each worker).
     args: the conversion arguments (recorded; changing them restarts).
-    num_workers: worker processes.
+    id_of: item -> id string, used to name items whose encoding raised.
+    num_workers: worker processes (1: in this process).
     pre_skipped: skips decided while planning (e.g. missing reports).
-    progress: show a progress bar.
+    pre_notes: counts noted while planning (kept items with a remark).
+    progress: show a tqdm progress bar.
     overwrite: ignore any previous (partial) output.
     extra_manifest: more keys for manifest.json.
+    description: TFDS dataset description.
 
   Returns:
-    The manifest dict.
+    The manifest dict (also written to `out_dir/manifest.json`).
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   os.makedirs(out_dir, exist_ok=True)
   args_key = hashlib.sha256(json.dumps(args, sort_keys=True).encode()
                             ).hexdigest()
-  done = {} if overwrite else _load_progress(out_dir, args_key)
-  # A finished shard is kept only if its bytes still match the recorded hash.
-  for fname in list(done):
-    path = os.path.join(out_dir, fname)
-    if not os.path.exists(path) or sha256(path) != done[fname]["sha256"]:
-      logging.warning("shard %s missing or corrupt; rewriting it", fname)
-      del done[fname]
+  done = {} if overwrite else _verified(_load_progress(out_dir, args_key),
+                                        jobs, out_dir)
+  _remove_stale(out_dir, name, jobs)
   todo = [j for j in jobs if j.filename not in done]
-  wanted = {j.filename for j in jobs}
-  for fname in os.listdir(out_dir):  # stale shards of an older plan
-    if fname.startswith(f"{name}-") and ".tfrecord-" in fname and (
-        fname not in wanted):
-      os.remove(os.path.join(out_dir, fname))
 
   def save_progress():
-    atomic_write_text(os.path.join(out_dir, _PROGRESS), json.dumps(
+    atomic_write_text(os.path.join(out_dir, PROGRESS_FILE), json.dumps(
         {"args_key": args_key, "shards": done}, indent=1, sort_keys=True))
 
   save_progress()
@@ -175,80 +280,151 @@ def run(*, name: str, out_dir: str, jobs: list[ShardJob], encode: Callable,
   bar.update(sum(len(j.items) for j in jobs if j.filename in done))
   tasks = [(j, out_dir) for j in todo]
   if num_workers > 1 and len(tasks) > 1:
+    # spawn: forked TensorFlow state is not safe to reuse in children.
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(num_workers, initializer=_init,
-                  initargs=(encode, features_fn)) as pool:
+    with ctx.Pool(min(num_workers, len(tasks)), initializer=_init,
+                  initargs=(encode, id_of, features_fn)) as pool:
       for rec, job in zip(pool.imap(_write_shard, tasks), todo):
         done[rec["filename"]] = rec
         save_progress()
         bar.update(len(job.items))
   else:
-    _init(encode, features_fn)
+    _init(encode, id_of, features_fn)
     for task, job in zip(tasks, todo):
       rec = _write_shard(task)
       done[rec["filename"]] = rec
       save_progress()
       bar.update(len(job.items))
   bar.close()
+  manifest, skipped_ids = _manifest(name, jobs, done, pre_skipped,
+                                    pre_notes or {}, args)
+  manifest.update(extra_manifest or {})
+  for item_id, reason in skipped_ids:
+    logging.info("skipped %s: %s", item_id, reason)
+  _write_tfds_metadata(tfds, out_dir, name, features_fn(), jobs, done,
+                       description)
+  lines = ["id,reason"] + [f"{_csv_field(i)},{r}" for i, r in
+                           sorted(skipped_ids)]
+  atomic_write_text(os.path.join(out_dir, "skipped.csv"),
+                    "\n".join(lines) + "\n")
+  atomic_write_text(os.path.join(out_dir, "manifest.json"),
+                    json.dumps(manifest, indent=2, sort_keys=True))
+  return manifest
 
-  # Manifest: counts, skips by reason (+ every skipped id), shard hashes.
+
+def _csv_field(text: str) -> str:
+  return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(
+      c in text for c in ',"\n') else text
+
+
+def _manifest(name: str, jobs: list[ShardJob], done: dict[str, dict],
+              pre_skipped: Sequence[Skip], pre_notes: dict[str, int],
+              args: dict) -> tuple[dict, list[tuple[str, str]]]:
+  """Counts written / skipped / noted, shard hashes, args, versions."""
+  from jointcxr.data import features  # pylint: disable=g-import-not-at-top
   written: dict[str, int] = {}
   skipped: dict[str, int] = {}
-  notes: dict[str, int] = {}
+  notes: dict[str, int] = dict(pre_notes)
   skipped_ids = [(s.item_id, s.reason) for s in pre_skipped]
   for s in pre_skipped:
     skipped[s.reason] = skipped.get(s.reason, 0) + 1
-  split_files: dict[str, list[dict]] = {}
+  shards = {}
   for job in jobs:
     rec = done[job.filename]
     written[job.split] = written.get(job.split, 0) + rec["examples"]
-    split_files.setdefault(job.split, []).append(rec)
+    shards[job.filename] = {"sha256": rec["sha256"], "split": job.split,
+                            "examples": rec["examples"]}
     for k, v in rec["skipped"].items():
       skipped[k] = skipped.get(k, 0) + v
     for k, v in rec["notes"].items():
       notes[k] = notes.get(k, 0) + v
     skipped_ids += [tuple(x) for x in rec["skipped_ids"]]
-  for item_id, reason in skipped_ids:
-    logging.info("skipped %s: %s", item_id, reason)
-  _write_tfds_metadata(tfds, out_dir, name, features_fn(), split_files)
-  manifest = {
-      "dataset": name, "written": written, "skipped": skipped,
-      "notes": notes, "total_written": sum(written.values()),
-      "total_skipped": sum(skipped.values()),
-      "shards": {r["filename"]: {"sha256": r["sha256"],
-                                 "examples": r["examples"]}
-                 for recs in split_files.values() for r in recs},
-      "args": args, "schema_version": _schema_version(),
-      "tool_version": TOOL_VERSION, **(extra_manifest or {})}
-  atomic_write_text(os.path.join(out_dir, "manifest.json"),
-                    json.dumps(manifest, indent=2, sort_keys=True))
-  with open(os.path.join(out_dir, "skipped.csv.tmp"), "w") as f:
-    f.write("id,reason\n")
-    for item_id, reason in sorted(skipped_ids):
-      f.write(f"{item_id},{reason}\n")
-  os.replace(os.path.join(out_dir, "skipped.csv.tmp"),
-             os.path.join(out_dir, "skipped.csv"))
-  return manifest
+  return {
+      "dataset": name, "written": written, "skipped": skipped, "notes": notes,
+      "total_written": sum(written.values()),
+      "total_skipped": sum(skipped.values()), "shards": shards,
+      "args": args, "schema_version": features.SCHEMA_VERSION,
+      "tool_version": TOOL_VERSION, "skipped_list": "skipped.csv"
+  }, skipped_ids
 
 
-def _schema_version() -> str:
-  from jointcxr.data import features  # pylint: disable=g-import-not-at-top
-  return features.SCHEMA_VERSION
-
-
-def _write_tfds_metadata(tfds, out_dir, name, features, split_files) -> None:
+def _write_tfds_metadata(tfds, out_dir: str, name: str, features,
+                         jobs: list[ShardJob], done: dict[str, dict],
+                         description: str) -> None:
+  split_jobs: dict[str, list[ShardJob]] = {}
+  for job in jobs:
+    split_jobs.setdefault(job.split, []).append(job)
   split_infos = []
-  for split, recs in split_files.items():
-    recs = sorted(recs, key=lambda r: r["filename"])
+  for split, sjobs in split_jobs.items():
+    sjobs = sorted(sjobs, key=lambda j: j.filename)
     template = tfds.core.ShardedFileTemplate(
         data_dir=out_dir, template="{DATASET}-{SPLIT}.{FILEFORMAT}-"
         "{SHARD_X_OF_Y}", dataset_name=name, split=split,
         filetype_suffix="tfrecord")
     split_infos.append(tfds.core.SplitInfo(
-        name=split, shard_lengths=[r["examples"] for r in recs],
-        num_bytes=sum(os.path.getsize(os.path.join(out_dir, r["filename"]))
-                      for r in recs), filename_template=template))
+        name=split, shard_lengths=[done[j.filename]["examples"]
+                                   for j in sjobs],
+        num_bytes=sum(os.path.getsize(os.path.join(out_dir, j.filename))
+                      for j in sjobs), filename_template=template))
   tfds.folder_dataset.write_metadata(
       data_dir=out_dir, features=features, split_infos=split_infos,
       filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
-      check_data=False, version="1.0.0")
+      check_data=False, version="1.0.0", description=description)
+
+
+def summary(manifest: dict, out_dir: str) -> str:
+  """A short human summary of a manifest (two lines)."""
+  return (f"written {manifest['written']}; skipped {manifest['skipped']}; "
+          f"notes {manifest['notes']}\n"
+          f"output: {out_dir} (manifest.json, skipped.csv)")
+
+
+def cli(argv: Sequence[str], *, doc: str,
+        define: Callable[[Any], None],
+        convert: Callable[[Any], dict], required: Sequence[str]) -> int:
+  """Shared converter CLI: absl flags, logging, one-line errors.
+
+  Args:
+    argv: sys.argv.
+    doc: the converter's module docstring (printed by --help).
+    define: defines the converter's flags on the given absl FlagValues.
+    convert: runs the conversion from the parsed FlagValues; returns the
+      manifest.
+    required: flags that must be set.
+
+  Returns:
+    The exit status: 0 done, 2 bad input (one line on stderr), 3 an
+    unexpected error (one line; --traceback shows it), 130 interrupted.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  fl = flags.FlagValues()
+  define(fl)
+  flags.DEFINE_bool("traceback", False, "Show the traceback of an "
+                    "unexpected error instead of one line.", flag_values=fl)
+  if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
+    print(doc.strip() + "\n\nflags:\n" + fl.get_help())
+    return 0
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s",
+                      stream=sys.stderr)
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  try:
+    fl(list(argv))
+    missing = [n for n in required if fl[n].value in (None, "")]
+    if missing:
+      raise ConversionError(
+          " and ".join(f"--{n}" for n in missing) + " required")
+    manifest = convert(fl)
+  except (ConversionError, flags.Error, OSError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  except KeyboardInterrupt:
+    print("interrupted: re-run the same command to resume", file=sys.stderr)
+    return 130
+  except Exception as e:  # pylint: disable=broad-except
+    if fl["traceback"].value:
+      raise
+    print(f"error: unexpected {type(e).__name__}: {e} (re-run with "
+          "--traceback to see where)", file=sys.stderr)
+    return 3
+  print(summary(manifest, fl["output_dir"].value))
+  return 0

@@ -29,9 +29,10 @@ def localized_out(synthetic_root, tmp_path_factory):
   out = {}
   for name, mod in CONVERTERS.items():
     d = tmp_path_factory.mktemp(name)
+    extra = ({"mimic_cxr_jpg_dir": str(synthetic_root / "mimic-cxr-jpg")}
+             if name == "ms_cxr" else {})
     m = mod.convert(input_dir=str(synthetic_root / name), output_dir=str(d),
-                    image_size=64, progress=False, mimic_cxr_jpg_dir=str(
-                        synthetic_root / "mimic-cxr-jpg"))
+                    image_size=64, progress=False, **extra)
     out[name] = (d, m)
   return out
 
@@ -75,7 +76,7 @@ def test_siim_masks_match_truth(localized_out, synthetic_root):
       m = np.zeros((t["height"], t["width"]), bool)
       for f in t["findings"]:
         m |= rle.decode(f["mask_rle"], t["height"], t["width"]).astype(bool)
-      small = common._resize_mask(m.astype(np.uint8)[..., None], (
+      small = common.resize_mask(m.astype(np.uint8)[..., None], (
           ex["mask"].shape[1], ex["mask"].shape[0]))[..., 0]
       np.testing.assert_array_equal(ex["mask"][..., 0], small)
       checked += int(m.any())

@@ -12,7 +12,11 @@ from typing import Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"  # 1.1: + report_features (reports-only sets)
+
+# Stored image format of the converters (see bench/data_prep.py for the
+# measurements behind the choice).
+DEFAULT_IMAGE_ENCODING = "png"
 
 # The 14 CheXpert observations, in the alphabetical order of the MIMIC-CXR-JPG
 # CSVs. Always index labels by name; other sources order them differently.
@@ -42,7 +46,8 @@ def _image(encoding: str) -> tfds.features.Image:
   return tfds.features.Image(shape=(None, None, 1), encoding_format=encoding)
 
 
-def study_features(image_encoding: str = "png") -> tfds.features.FeaturesDict:
+def study_features(image_encoding: str = DEFAULT_IMAGE_ENCODING
+                   ) -> tfds.features.FeaturesDict:
   """Image-report pairs: one example per study (MIMIC-CXR, Open-i).
 
   Args:
@@ -70,8 +75,32 @@ def study_features(image_encoding: str = "png") -> tfds.features.FeaturesDict:
   })
 
 
+def report_features() -> tfds.features.FeaturesDict:
+  """Reports without images (e.g. Open-i converted without its PNGs).
+
+  The fields of `study_features` minus `images`, `dicom_ids` and `views`:
+  a separate feature set rather than empty image lists, so an image
+  pipeline pointed at a reports-only directory fails at once with a clear
+  "no images" error instead of indexing an empty list mid-epoch.
+
+  Returns:
+    The FeaturesDict.
+  """
+  return tfds.features.FeaturesDict({
+      "study_id": tfds.features.Scalar(dtype=np.int64),
+      "subject_id": tfds.features.Scalar(dtype=np.int64),
+      "findings": tfds.features.Text(),
+      "impression": tfds.features.Text(),
+      "sentences": tfds.features.Sequence(tfds.features.Text()),
+      "labels": tfds.features.Tensor(shape=(len(CHEXPERT_LABELS),),
+                                     dtype=np.float32),
+      "labels_negbio": tfds.features.Tensor(shape=(len(CHEXPERT_LABELS),),
+                                            dtype=np.float32),
+  })
+
+
 def localized_features(
-    class_names: Sequence[str], image_encoding: str = "png",
+    class_names: Sequence[str], image_encoding: str = DEFAULT_IMAGE_ENCODING,
 ) -> tfds.features.FeaturesDict:
   """Localized-evaluation examples (segmentation masks and/or boxes).
 
