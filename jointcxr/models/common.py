@@ -13,7 +13,7 @@ native convolutions is slow and im2col is several times faster
 (ENVIRONMENT.md, bench/train_step.py), so configs pick it per backend.
 """
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -23,7 +23,18 @@ Dtype = Any
 default_kernel_init = nn.initializers.lecun_normal()
 
 
-def partitioned(init, names: Sequence[str | None]):
+def partitioned(init: Callable[..., jax.Array],
+                names: Sequence[str | None]) -> Callable[..., Any]:
+  """Wraps an initializer so its parameter carries logical axis names.
+
+  Args:
+    init: a Flax initializer.
+    names: one logical axis name (or None) per parameter dimension.
+
+  Returns:
+    The boxed initializer (`nn.LogicallyPartitioned` values; unbox with
+    `nn.meta.unbox`, or let `Module.param` unbox them inside modules).
+  """
   return nn.with_logical_partitioning(init, tuple(names))
 
 
@@ -31,7 +42,21 @@ def dense(features: int, names: tuple[str | None, str | None], *,
           dtype: Dtype = jnp.float32, param_dtype: Dtype = jnp.float32,
           use_bias: bool = True, kernel_init=default_kernel_init,
           name: str | None = None) -> nn.Dense:
-  """nn.Dense whose kernel is annotated with logical axis names."""
+  """nn.Dense whose kernel and bias carry logical axis names.
+
+  Args:
+    features: output width.
+    names: logical names of the kernel's (input, output) axes; the bias
+      takes the output name.
+    dtype: compute dtype.
+    param_dtype: parameter dtype (float32 throughout the project).
+    use_bias: whether to add a bias.
+    kernel_init: kernel initializer (before partitioning).
+    name: module name.
+
+  Returns:
+    The unbound `nn.Dense`.
+  """
   bias_names = (names[1],)
   return nn.Dense(
       features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
@@ -42,7 +67,26 @@ def dense(features: int, names: tuple[str | None, str | None], *,
 def norm_layer(kind: str, *, train: bool, dtype: Dtype, param_dtype: Dtype,
                name: str | None = None, groups: int = 32,
                scale_init=nn.initializers.ones) -> nn.Module:
-  """BatchNorm (PyTorch-equivalent momentum/eps) or GroupNorm."""
+  """BatchNorm (PyTorch-equivalent momentum/eps) or GroupNorm.
+
+  PyTorch's BatchNorm momentum 0.1 is Flax's 0.9 (Flax weighs the old
+  running value). Statistics live in the `batch_stats` collection.
+
+  Args:
+    kind: "batch" or "group".
+    train: batch statistics (True) or running averages (False).
+    dtype: compute dtype.
+    param_dtype: parameter dtype.
+    name: module name.
+    groups: GroupNorm groups (torchvision-style GN uses 32).
+    scale_init: initializer of the scale (zeros for zero-init residuals).
+
+  Returns:
+    The unbound norm module.
+
+  Raises:
+    ValueError: on an unknown `kind`.
+  """
   kw = dict(dtype=dtype, param_dtype=param_dtype, name=name,
             scale_init=partitioned(scale_init, ("norm",)),
             bias_init=partitioned(nn.initializers.zeros, ("norm",)))
@@ -68,7 +112,20 @@ def _im2col(x: jax.Array, kh: int, kw: int, stride: int, padding: int
 
 
 class Conv(nn.Module):
-  """2-D convolution with symmetric explicit padding (PyTorch semantics)."""
+  """2-D convolution with symmetric explicit padding (PyTorch semantics).
+
+  Attributes:
+    features: output channels.
+    kernel_size: square kernel size k (kernel `[k, k, cin, features]`).
+    stride: spatial stride.
+    padding: zero padding on each side; None means `kernel_size // 2`.
+    use_bias: add a bias `[features]`.
+    conv_impl: "xla" (native convolution) or "im2col" (matmul lowering);
+      both give the same function of the same parameters.
+    dtype: compute dtype; parameters are cast to it.
+    param_dtype: parameter dtype.
+    kernel_init: torchvision's kaiming_normal(fan_out, relu) by default.
+  """
   features: int
   kernel_size: int = 3
   stride: int = 1
@@ -89,6 +146,7 @@ class Conv(nn.Module):
                         (k, k, cin, self.features), self.param_dtype)
     x = x.astype(self.dtype)
     kernel = jnp.asarray(kernel, self.dtype)
+    h, w = x.shape[1], x.shape[2]
     if self.conv_impl == "xla":
       y = jax.lax.conv_general_dilated(
           x, kernel, (self.stride, self.stride), [(pad, pad), (pad, pad)],
@@ -96,6 +154,13 @@ class Conv(nn.Module):
     elif self.conv_impl == "im2col":
       if k == 1 and pad == 0:
         y = x[:, ::self.stride, ::self.stride, :] @ kernel[0, 0]
+      elif k == self.stride and pad == 0 and h % k == 0 and w % k == 0:
+        # Non-overlapping patches (ViT's patch embedding): one reshape
+        # instead of k*k slices.
+        b = x.shape[0]
+        y = x.reshape(b, h // k, k, w // k, k, cin).transpose(
+            0, 1, 3, 2, 4, 5).reshape(b, h // k, w // k, k * k * cin)
+        y = y @ kernel.reshape(-1, self.features)
       else:
         y = _im2col(x, k, k, self.stride, pad) @ kernel.reshape(-1,
                                                                  self.features)
@@ -111,12 +176,31 @@ class Conv(nn.Module):
 
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-  """PyTorch MaxPool2d(3, stride=2, padding=1)."""
+  """PyTorch MaxPool2d(3, stride=2, padding=1) on NHWC.
+
+  Args:
+    x: [B, H, W, C].
+
+  Returns:
+    [B, ceil(H/2), ceil(W/2), C].
+  """
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
 def adaptive_avg_pool(x: jax.Array, out_h: int, out_w: int) -> jax.Array:
-  """PyTorch AdaptiveAvgPool2d on NHWC (bins floor(i*H/o)..ceil((i+1)*H/o))."""
+  """PyTorch AdaptiveAvgPool2d on NHWC.
+
+  Bin i covers rows floor(i*H/o) .. ceil((i+1)*H/o) - 1 (bins overlap when
+  H is not a multiple of o, exactly as in PyTorch).
+
+  Args:
+    x: [B, H, W, C].
+    out_h: output rows.
+    out_w: output columns.
+
+  Returns:
+    [B, out_h, out_w, C].
+  """
   h, w = x.shape[1], x.shape[2]
   rows = []
   for i in range(out_h):
@@ -130,7 +214,16 @@ def adaptive_avg_pool(x: jax.Array, out_h: int, out_w: int) -> jax.Array:
 
 
 def masked_mean(x: jax.Array, mask: jax.Array, axis: int = 1) -> jax.Array:
-  """Mean over `axis` of the entries where mask is True (0 if none)."""
+  """Mean over `axis` of the entries where mask is True (0 if none).
+
+  Args:
+    x: [..., N, D] with N at `axis`.
+    mask: boolean mask of x's shape without the last axis.
+    axis: the axis to average.
+
+  Returns:
+    x averaged over `axis`.
+  """
   m = mask.astype(x.dtype)[..., None]
   return (x * m).sum(axis) / jnp.maximum(m.sum(axis), 1.0)
 
@@ -139,11 +232,23 @@ def segment_pool(x: jax.Array, segment_ids: jax.Array, num_segments: int,
                  kind: str = "max") -> tuple[jax.Array, jax.Array]:
   """Pools tokens [B, T, D] into segments [B, S, D] by per-token segment ids.
 
-  Tokens with id < 0 or >= num_segments are ignored; empty segments give
-  zeros. Memory is O(B*T*D) (segment ops), not O(B*T*S*D).
+  Tokens with id < 0 ([CLS], [SEP], padding) belong to no segment. Ids
+  >= num_segments are ignored too: the input pipeline caps a report at
+  `max_sentences` sentences (and counts what it truncates), so none should
+  arrive here. Empty segments give zeros and a False mask. Memory is
+  O(B*T*D) (segment ops), not O(B*T*S*D).
+
+  Args:
+    x: token features [B, T, D].
+    segment_ids: [B, T] int, the segment (sentence) index of each token.
+    num_segments: S, static.
+    kind: "max" or "mean" over each segment's tokens.
 
   Returns:
     (pooled [B, S, D], segment mask [B, S]).
+
+  Raises:
+    ValueError: on an unknown `kind`.
   """
   b, t, d = x.shape
   valid = (segment_ids >= 0) & (segment_ids < num_segments)

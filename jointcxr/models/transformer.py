@@ -14,6 +14,14 @@ from jointcxr.models import common
 
 
 class SelfAttention(nn.Module):
+  """Multi-head scaled dot-product self-attention with a key padding mask.
+
+  Attributes:
+    num_heads: heads; the width must divide by it.
+    dropout: dropout on the attention probabilities (BERT's 0.1).
+    dtype: compute dtype (the softmax runs in float32).
+    param_dtype: parameter dtype.
+  """
   num_heads: int
   dropout: float = 0.0
   dtype: Any = jnp.float32
@@ -22,7 +30,20 @@ class SelfAttention(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool
                ) -> jax.Array:
+    """Attends every position to the unmasked keys.
+
+    Args:
+      x: [B, T, D].
+      mask: [B, T] bool, True for real tokens (keys).
+      train: enables dropout.
+
+    Returns:
+      [B, T, D].
+    """
     d = x.shape[-1]
+    if d % self.num_heads:
+      raise ValueError(f"width {d} does not divide into {self.num_heads} "
+                       "heads")
     hd = d // self.num_heads
     proj = lambda n: common.dense(d, ("embed", "heads"), dtype=self.dtype,
                                   param_dtype=self.param_dtype, name=n)
@@ -40,6 +61,16 @@ class SelfAttention(nn.Module):
 
 
 class Block(nn.Module):
+  """Transformer block: attention + GELU MLP, post-LN (BERT) or pre-LN (ViT).
+
+  Attributes:
+    num_heads: attention heads.
+    mlp_dim: hidden width of the MLP.
+    dropout: dropout rate (attention probabilities and residual branches).
+    pre_norm: pre-LN (ViT, eps 1e-6) instead of post-LN (BERT, eps 1e-12).
+    dtype: compute dtype.
+    param_dtype: parameter dtype.
+  """
   num_heads: int
   mlp_dim: int
   dropout: float = 0.0
@@ -48,7 +79,10 @@ class Block(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask, train: bool = False):
+  def __call__(self, x: jax.Array, mask: jax.Array, train: bool = False
+               ) -> jax.Array:
+    """Applies the block ([B, T, D] -> [B, T, D]); `train` is positional
+    so `nn.remat` can mark it static."""
     ln = lambda n: nn.LayerNorm(epsilon=1e-12 if not self.pre_norm else 1e-6,
                                 dtype=self.dtype, param_dtype=self.param_dtype,
                                 scale_init=common.partitioned(
@@ -74,6 +108,18 @@ class Block(nn.Module):
 
 
 class Encoder(nn.Module):
+  """A stack of `Block`s named `layer_{i}` (+ `ln_final` when pre-LN).
+
+  Attributes:
+    depth: number of blocks.
+    num_heads: attention heads.
+    mlp_dim: MLP hidden width.
+    dropout: dropout rate.
+    pre_norm: pre-LN blocks and a final LayerNorm.
+    remat: rematerialise each block in the backward pass.
+    dtype: compute dtype.
+    param_dtype: parameter dtype.
+  """
   depth: int
   num_heads: int
   mlp_dim: int
@@ -84,7 +130,10 @@ class Encoder(nn.Module):
   param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask, *, train: bool = False):
+  def __call__(self, x: jax.Array, mask: jax.Array, *, train: bool = False
+               ) -> jax.Array:
+    """Encodes [B, T, D] with key padding mask [B, T] -> [B, T, D]."""
+    # Argument 0 of the remat'ed call is the module itself, so `train` is 3.
     block = nn.remat(Block, static_argnums=(3,)) if self.remat else Block
     for i in range(self.depth):
       x = block(self.num_heads, self.mlp_dim, self.dropout, self.pre_norm,
