@@ -27,9 +27,14 @@ from jointcxr.evaluators import common
 from jointcxr.evaluators import report
 from jointcxr.evaluators import retrieval
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Eval config.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Flags of the binary (defined only when run as a program)."""
+  config_flags.DEFINE_config_file("config", None, "Eval config.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Training workdir.")
 
 
 def _prompt_encoder(loaded):
@@ -92,11 +97,11 @@ def evaluate(config, workdir: str) -> dict:
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
-  if not _WORKDIR.value:
+  if not FLAGS.workdir:
     print("error: --workdir is required", file=sys.stderr)
     sys.exit(2)
   try:
-    out = evaluate(_CONFIG.value, _WORKDIR.value)
+    out = evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -106,4 +111,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=config_validation.parse_flags)

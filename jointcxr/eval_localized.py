@@ -31,9 +31,14 @@ from jointcxr.evaluators import probes
 from jointcxr.evaluators import report
 from jointcxr.evaluators import segmentation
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Eval config.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Training workdir.")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Flags of the binary (defined only when run as a program)."""
+  config_flags.DEFINE_config_file("config", None, "Eval config.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Training workdir.")
 
 FRACTION_SPLIT = {"1": "train_1pct", "10": "train_10pct", "100": "train"}
 
@@ -76,8 +81,13 @@ def make_task(kind: str, train, val, test, config) -> probes.Task:
       detection.YoloHead(n_cls, width=config.detection_width))
 
 
-def run_task(spec: str, config, towers: dict) -> dict:
-  """Runs one task for the model and every baseline; returns flat metrics."""
+def run_task(spec: str, config, towers: dict, keep: dict | None = None
+             ) -> dict:
+  """Runs one task for the model and every baseline; returns flat metrics.
+
+  With `keep`, the model's predict function and test split are stored
+  under `keep[spec]` (for pictures).
+  """
   dataset, kind, mode, pct = spec.split("/")
   data_dir = config.datasets.get(dataset, "")
   if not data_dir:
@@ -101,6 +111,8 @@ def run_task(spec: str, config, towers: dict) -> dict:
         batch_size=config.batch_size,
         warmup_frozen_steps=config.warmup_frozen_steps,
         patience=config.patience)
+    if keep is not None and name == "model":
+      keep[spec] = (res["predict"], test)
     prefix = "" if name == "model" else f"{name}/"
     key = f"{prefix}{family}/{dataset}/{kind}-{mode}-{pct}"
     out.update({f"{key}/{metric}_mean": res["mean"],
@@ -115,7 +127,7 @@ def run_task(spec: str, config, towers: dict) -> dict:
   return out
 
 
-def evaluate(config, workdir: str) -> dict:
+def evaluate(config, workdir: str, keep: dict | None = None) -> dict:
   """All configured tasks + grounding; writes JSON and Markdown."""
   source = config.model_dir or workdir
   loaded = common.load(source)
@@ -128,7 +140,7 @@ def evaluate(config, workdir: str) -> dict:
                                           image_size=config.image_size)
   out, skipped = {}, []
   for spec in config.tasks:
-    res = run_task(spec, config, towers)
+    res = run_task(spec, config, towers, keep)
     if not res:
       skipped.append(spec)
     out.update(res)
@@ -159,15 +171,16 @@ def evaluate(config, workdir: str) -> dict:
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
-  if not _WORKDIR.value:
+  if not FLAGS.workdir:
     print("error: --workdir is required", file=sys.stderr)
     sys.exit(2)
   try:
-    evaluate(_CONFIG.value, _WORKDIR.value)
+    evaluate(FLAGS.config, FLAGS.workdir)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=config_validation.parse_flags)

@@ -43,13 +43,19 @@ from jointcxr.data import tokenizer as tok_lib
 from jointcxr.models import factory
 from jointcxr.models import two_towers
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
-_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of "
-                             "process 0 (multi-host).")
-_NPROC = flags.DEFINE_integer("num_processes", None, "Processes (multi-host).")
-_PID = flags.DEFINE_integer("process_id", None, "This process (multi-host).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Flags of the binary (defined only when run as a program, so the
+  library functions here can be imported next to other binaries)."""
+  config_flags.DEFINE_config_file("config", None, "Config file.",
+                                  lock_config=True)
+  flags.DEFINE_string("workdir", None, "Run directory.")
+  flags.DEFINE_string("coordinator_address", None, "host:port of process 0 "
+                      "(multi-host).")
+  flags.DEFINE_integer("num_processes", None, "Processes (multi-host).")
+  flags.DEFINE_integer("process_id", None, "This process (multi-host).")
 
 jax.config.update("jax_threefry_partitionable", True)
 
@@ -361,6 +367,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
                   "epoch": step / steps_per_epoch, "skipped_steps": skipped})
         writer.write_scalars(step, m)
         if jax.process_index() == 0:
+          # Plain-JSON metrics too, for plots and scripts (TensorBoard has
+          # the same numbers).
+          with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps({"step": step, **m}) + "\n")
           print(f"step {step}/{config.total_steps} loss {m['loss']:.4f} "
                 f"{m['examples_per_sec']:.1f} ex/s", flush=True)
         t0, s0 = time.time(), step
@@ -371,6 +381,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
           last_saved = step
       if config.eval_every_steps and step % config.eval_every_steps == 0:
         run_evals(config, model, state, tok, mesh, writer, step, workdir)
+    _check_finite(state, config.nan_policy, last_saved)
+    if last_saved != step:  # always leave a checkpoint of the final state
+      ckpt.save(step, state, {"input": it.state()}, force=True)
     results = run_evals(config, model, state, tok, mesh, writer, step,
                         workdir)
   ckpt.close()
@@ -406,15 +419,16 @@ def _flat(d, prefix=""):
 def main(argv):
   del argv
   logging.set_verbosity(logging.INFO)
-  if _WORKDIR.value is None or _CONFIG.value is None:
+  if FLAGS.workdir is None or FLAGS.config is None:
     print("error: --config and --workdir are required", file=sys.stderr)
     sys.exit(2)
-  if _COORD.value or os.environ.get("JOINTCXR_DISTRIBUTED") == "1":
-    jax.distributed.initialize(coordinator_address=_COORD.value,
-                               num_processes=_NPROC.value,
-                               process_id=_PID.value)
+  if FLAGS.coordinator_address or os.environ.get(
+      "JOINTCXR_DISTRIBUTED") == "1":
+    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                               num_processes=FLAGS.num_processes,
+                               process_id=FLAGS.process_id)
   try:
-    result = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (TrainingDiverged, checkpointing.CheckpointError, ValueError,
           FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
@@ -425,4 +439,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main, flags_parser=config_validation.parse_flags)
