@@ -141,7 +141,8 @@ def init_state(config, model, opt: optim.Optimizer, mesh, rng):
 
 
 # ------------------------------------------------------------ the steps ---
-def make_steps(config, model, opt: optim.Optimizer, mesh, shardings):
+def make_steps(config, model, opt: optim.Optimizer, mesh, shardings,
+               tokenizer=None):
   """Jitted image-text step (and MLM step) with donation."""
   method, k = config.method, max(1, config.accum_steps)
   loss_cfg = config.loss.to_dict()
@@ -207,13 +208,20 @@ def make_steps(config, model, opt: optim.Optimizer, mesh, shardings):
   text_groups = tuple(g["name"] for g in config.optim.groups
                       if "txt" in g["regex"]) or ("default",)
 
+  # Special tokens are never MLM targets (WordPiece vocabularies put them
+  # around id 100, SentencePiece ones at 0..4).
+  mask_id = tokenizer.mask_id if tokenizer is not None else 4
+  special_max = (max(tokenizer.pad_id, tokenizer.unk_id, tokenizer.cls_id,
+                     tokenizer.sep_id, tokenizer.mask_id) + 1
+                 if tokenizer is not None else 5)
+
   def mlm_step(state, batch):
     from jointcxr import losses  # pylint: disable=g-import-not-at-top
     rng = jax.random.fold_in(state["rng"], state["step"])
     r_mask, r_drop = jax.random.split(rng)
     masked, targets, weights = losses.mlm_mask(
         r_mask, batch["tokens"], vocab_size=model.text["vocab_size"],
-        mask_id=4)
+        mask_id=mask_id, special_max_id=special_max)
 
     def f(p):
       logits, mut = model.apply(
@@ -328,7 +336,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                           if isinstance(v, (int, float, str, bool))})
 
   rules = mesh_rules(config, mesh)
-  train_step, mlm_step = make_steps(config, model, opt, mesh, shardings)
+  train_step, mlm_step = make_steps(config, model, opt, mesh, shardings, tok)
   stop = {"sigterm": False}
   signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
   hooks = [periodic_actions.ReportProgress(num_train_steps=config.total_steps,
