@@ -137,7 +137,25 @@ def _init(encode: Callable, id_of: Callable, features_fn: Callable) -> None:
   if multiprocessing.parent_process() is not None:  # a spawned worker
     logging.basicConfig(level=logging.WARNING,
                         format="%(levelname)s %(message)s")
-  _WORKER.update(encode=encode, id_of=id_of, features=features_fn())
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  features = features_fn()
+  _WORKER.update(encode=encode, id_of=id_of, features=features,
+                 serializer=tfds.core.example_serializer.ExampleSerializer(
+                     features.get_serialized_info()))
+
+
+def serialize(example: dict) -> bytes:
+  """A tf.train.Example's bytes, identical in every process.
+
+  `FeaturesDict.serialize_example` writes the proto's feature map in hash
+  order, which differs between processes (string hashing is randomised),
+  so a shard written by a worker or by a resumed run would not match one
+  written here. Deterministic serialisation sorts the map keys.
+  """
+  features = _WORKER["features"]
+  proto = _WORKER["serializer"].get_tf_example(
+      features.encode_example(example))
+  return proto.SerializeToString(deterministic=True)
 
 
 def _encode_one(item) -> tuple[dict | None, dict, Skip | None, bytes | None]:
@@ -147,7 +165,7 @@ def _encode_one(item) -> tuple[dict | None, dict, Skip | None, bytes | None]:
     if isinstance(result, Skip):
       return None, result.notes, result, None
     example, notes = result
-    return example, notes, None, _WORKER["features"].serialize_example(example)
+    return example, notes, None, serialize(example)
   except Exception as e:  # pylint: disable=broad-except
     # One odd file must not kill a days-long conversion; the error is named,
     # counted and logged (type and message, never report text).
