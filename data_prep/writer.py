@@ -254,7 +254,8 @@ def _remove_stale(out_dir: str, name: str, jobs: list[ShardJob]) -> None:
 def run(*, name: str, out_dir: str, jobs: list[ShardJob], encode: Callable,
         features_fn: Callable, args: dict, id_of: Callable = str,
         num_workers: int = 1, pre_skipped: Sequence[Skip] = (),
-        pre_notes: dict[str, int] | None = None, progress: bool = True,
+        pre_notes: dict[str, int] | None = None,
+        derived_splits: Sequence[str] = (), progress: bool = True,
         overwrite: bool = False, extra_manifest: dict | None = None,
         description: str = "") -> dict:
   """Writes all shards (resuming), the TFDS metadata and manifest.json.
@@ -271,6 +272,9 @@ def run(*, name: str, out_dir: str, jobs: list[ShardJob], encode: Callable,
     num_workers: worker processes (1: in this process).
     pre_skipped: skips decided while planning (e.g. missing reports).
     pre_notes: counts noted while planning (kept items with a remark).
+    derived_splits: splits whose items are copies of items of other splits
+      (label-fraction subsets of train): written, but their skips and notes
+      are not counted again.
     progress: show a tqdm progress bar.
     overwrite: ignore any previous (partial) output.
     extra_manifest: more keys for manifest.json.
@@ -315,7 +319,8 @@ def run(*, name: str, out_dir: str, jobs: list[ShardJob], encode: Callable,
       bar.update(len(job.items))
   bar.close()
   manifest, skipped_ids = _manifest(name, jobs, done, pre_skipped,
-                                    pre_notes or {}, args)
+                                    pre_notes or {}, args,
+                                    set(derived_splits))
   manifest.update(extra_manifest or {})
   for item_id, reason in skipped_ids:
     logging.info("skipped %s: %s", item_id, reason)
@@ -337,7 +342,8 @@ def _csv_field(text: str) -> str:
 
 def _manifest(name: str, jobs: list[ShardJob], done: dict[str, dict],
               pre_skipped: Sequence[Skip], pre_notes: dict[str, int],
-              args: dict) -> tuple[dict, list[tuple[str, str]]]:
+              args: dict, derived: set[str]
+              ) -> tuple[dict, list[tuple[str, str]]]:
   """Counts written / skipped / noted, shard hashes, args, versions."""
   from jointcxr.data import features  # pylint: disable=g-import-not-at-top
   written: dict[str, int] = {}
@@ -352,6 +358,8 @@ def _manifest(name: str, jobs: list[ShardJob], done: dict[str, dict],
     written[job.split] = written.get(job.split, 0) + rec["examples"]
     shards[job.filename] = {"sha256": rec["sha256"], "split": job.split,
                             "examples": rec["examples"]}
+    if job.split in derived:
+      continue  # its items were counted in the split they come from
     for k, v in rec["skipped"].items():
       skipped[k] = skipped.get(k, 0) + v
     for k, v in rec["notes"].items():

@@ -21,9 +21,14 @@ its shorter side is `image_size`, a per-class mask at the same size
 `convert` splits by subject (seeded, 60/20/20 like LoVT's split files) unless
 the dataset has an official split, adds the 1% / 10% label fractions as the
 extra splits `train_1pct` and `train_10pct` (`data_prep.splits`), and writes
-through the resumable writer. `cli` is the shared command line.
+through the resumable writer. Fractions are drawn from the planned train
+items: an item skipped while encoding (e.g. an unreadable image) is missing
+from its fractions too, and its skip is counted once. An empty split is
+not written (TFDS cannot read one); `split_sizes` lists it as 0. `cli` is
+the shared command line.
 """
 
+import collections
 import functools
 import os
 from typing import Any, Callable, Sequence
@@ -251,10 +256,14 @@ def convert(*, name: str, items: list[dict], skips: list[writer.Skip],
     by_split = dict(fixed_splits)
     by_split.update(splits_lib.label_fraction_splits(by_split.get(
         "train", []), seed=seed))
+  # TFDS cannot read a split without examples: empty splits are left out
+  # (the manifest's split_sizes shows them as 0).
   jobs = [j for split, its in by_split.items() if its
           for j in writer.plan_shards(name, split, its, examples_per_shard)]
   if not jobs:
-    raise writer.ConversionError(f"{name}: no usable example found")
+    counts = collections.Counter(s.reason for s in skips)
+    raise writer.ConversionError(f"{name}: no usable example found "
+                                 f"(skipped: {dict(sorted(counts.items()))})")
   args = dict(args, image_size=image_size, seed=seed,
               class_names=list(class_names), image_encoding=image_encoding,
               equalize=equalize, examples_per_shard=examples_per_shard)
@@ -267,6 +276,7 @@ def convert(*, name: str, items: list[dict], skips: list[writer.Skip],
       features_fn=functools.partial(features_lib.localized_features,
                                     tuple(class_names), image_encoding),
       args=args, id_of=_item_id, num_workers=num_workers, pre_skipped=skips,
+      derived_splits=[n for n, _ in splits_lib.LABEL_FRACTIONS],
       progress=progress, overwrite=overwrite, description=description,
       extra_manifest={
           "class_names": list(class_names),
