@@ -14,10 +14,12 @@ of the chosen views (so the pipeline can pick one per step), decoded at
 reduced scale (PIL `draft`, see bench/data_prep.py) and resized so the
 *shorter* side is `image_size` (never upsampled; aspect ratio and the whole
 field of view are kept, so the pipeline can still pad to a square as LoVT
-does, or crop), stored as 8-bit grayscale PNG; the FINDINGS and IMPRESSION
-sections (the official parser's behaviour, `data_prep.sections`), their
-sentences (findings first), and the CheXpert and NegBio labels with positive
-(1) / negative (0) / uncertain (-1) / missing (NaN) kept distinct.
+does, or crop), stored as 8-bit grayscale JPEG q95 (PNG with
+--image_encoding=png; bench/data_prep.py has the measurements behind the
+default); the FINDINGS and IMPRESSION sections (the official parser's
+behaviour, `data_prep.sections`), their sentences (findings first), and the
+CheXpert and NegBio labels with positive (1) / negative (0) / uncertain (-1)
+/ missing (NaN) kept distinct.
 
 Skipped studies are counted by reason in `O/manifest.json`, listed in
 `O/skipped.csv` and logged one line each (ids only, never report text):

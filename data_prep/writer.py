@@ -1,4 +1,4 @@
-"""Parallel, atomic, resumable TFRecord shard writing + manifest + TFDS metadata.
+"""Parallel, atomic, resumable TFRecord shards + manifest + TFDS metadata.
 
 Every converter describes its work as shards: a shard is a list of plain
 items (paths, texts, labels) plus an `encode` function that turns one item
@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import traceback
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -168,10 +169,12 @@ def _encode_one(item) -> tuple[dict | None, dict, Skip | None, bytes | None]:
     return example, notes, None, serialize(example)
   except Exception as e:  # pylint: disable=broad-except
     # One odd file must not kill a days-long conversion; the error is named,
-    # counted and logged (type and message, never report text).
+    # counted and logged with where it happened. Not its message: a text
+    # library's message could quote the report.
     item_id = _WORKER["id_of"](item)
-    logging.warning("%s: %s: %s", item_id, type(e).__name__,
-                    str(e).splitlines()[0] if str(e) else "")
+    frame = traceback.extract_tb(e.__traceback__)[-1]
+    logging.warning("%s: %s raised at %s:%d", item_id, type(e).__name__,
+                    os.path.basename(frame.filename), frame.lineno)
     return None, {}, Skip(f"{ENCODE_ERROR}_{type(e).__name__}", item_id), None
 
 

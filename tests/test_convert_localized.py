@@ -1,4 +1,4 @@
-"""Localized-set and Open-i converters: masks/boxes, splits, bad inputs, real data."""
+"""Localized-set and Open-i converters: masks, boxes, splits, bad input."""
 
 import gzip
 import json

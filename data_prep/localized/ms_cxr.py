@@ -1,4 +1,4 @@
-r"""MS-CXR phrase grounding: local-alignment CSV + MIMIC-CXR-JPG -> phrase boxes.
+r"""MS-CXR phrase grounding: alignment CSV + MIMIC-CXR-JPG -> phrase boxes.
 
     python -m data_prep.localized.ms_cxr --input_dir=MSCXR \
         --mimic_cxr_jpg_dir=D --output_dir=O

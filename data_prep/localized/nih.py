@@ -1,4 +1,4 @@
-r"""NIH ChestX-ray14 box subset: BBox_List_2017.csv + PNGs -> 8-class boxes/masks.
+r"""NIH ChestX-ray14 boxes: BBox_List_2017.csv + PNGs -> 8-class boxes/masks.
 
     python -m data_prep.localized.nih --input_dir=NIH --output_dir=O \
         [--box_reference_size=1024]
