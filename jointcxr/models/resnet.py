@@ -112,7 +112,8 @@ class ResNet(nn.Module):
     depth: 18 or 34 (BasicBlock), 50 or 101 (Bottleneck).
     width: channels of the stem and first stage (64 in torchvision).
     stage_sizes: blocks per stage; None takes the depth's standard sizes.
-    norm: "batch" or "group" (32 groups).
+    norm: "batch" or "group".
+    norm_groups: GroupNorm groups (32; tiny test widths need fewer).
     in_channels: input channels (1 for grayscale radiographs).
     conv_impl: "xla" or "im2col" (see `common.Conv`).
     zero_init_residual: torchvision's option of the same name.
@@ -124,6 +125,7 @@ class ResNet(nn.Module):
   width: int = 64
   stage_sizes: Sequence[int] | None = None
   norm: str = "batch"
+  norm_groups: int = 32
   in_channels: int = 1
   conv_impl: str = "xla"
   zero_init_residual: bool = False
@@ -153,7 +155,8 @@ class ResNet(nn.Module):
     conv = functools.partial(common.Conv, conv_impl=self.conv_impl,
                              dtype=self.dtype, param_dtype=self.param_dtype)
     norm = functools.partial(common.norm_layer, self.norm, train=train,
-                             dtype=self.dtype, param_dtype=self.param_dtype)
+                             dtype=self.dtype, param_dtype=self.param_dtype,
+                             groups=self.norm_groups)
     x = nn.with_logical_constraint(x, ("act_batch", None, None, None))
     out = {}
     y = nn.relu(norm(name="bn1")(conv(self.width, 7, 2, padding=3,
