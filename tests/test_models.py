@@ -153,7 +153,8 @@ def test_im2col_equals_xla_conv_in_float64():
 
 
 def test_im2col_resnet_matches_xla_and_remat_matches_plain():
-  """Whole networks: same parameters, same function, same gradients.
+  """Whole networks: im2col has xla's parameters and function; remat has
+  the plain network's gradients.
 
   (Per-conv gradients are checked in float64 above. Through train-mode
   BatchNorm over 2 samples of 1x1 maps, float32 summation-order noise grows
