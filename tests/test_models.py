@@ -103,8 +103,14 @@ def test_joimter_cnn_outputs_and_soft_attention():
   # Each of the 16 maps is a softmax over positions: their sum is 16.
   np.testing.assert_allclose(o["attention4"].sum((1, 2)), 16.0, rtol=1e-5)
   assert "bias" not in v["params"]["region_proj"]
-  with pytest.raises(ValueError, match="not a multiple of the total stride"):
-    _vars(m, jnp.ones((1, 200, 200, 1)))
+  # Other sizes round up like PyTorch: 224 -> 56 -> 28, 14, 7, 4, 2, 1.
+  o = jax.eval_shape(lambda: m.init_with_output(
+      RNGS, jnp.ones((1, 224, 224, 1)))[0])
+  assert [o[f"stage{s}"].shape[1] for s in range(1, 7)] == [28, 14, 7, 4, 2,
+                                                            1]
+  assert o["regions"].shape == (1, 2, 2, 8)
+  with pytest.raises(ValueError, match="expected 1 input channel"):
+    _vars(m, jnp.ones((1, 256, 256, 3)))
 
   # SoftAttention against a float64 NumPy reference of the authors' block.
   sa = joimter_cnn.SoftAttention(heads=3)

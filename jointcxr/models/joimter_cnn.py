@@ -6,9 +6,9 @@ stage halving the resolution, with 16, 32, 64, 128, 256, 512 channels; a
 SoftAttention block after stages 4 and 5. Regions: the stage-5 output ->
 1x1 conv (no bias) to `region_dim` (16x16 = 256 regions at 2048 px);
 global: stage 6 -> adaptive average pool 2x2 -> flatten -> Linear
-`global_dim`. The input size must be a multiple of the total stride
-4 * 2**6 = 256 so every map halves exactly (tests use 256 px, the paper
-2048).
+`global_dim`. Any input size works: each stride-2 stage maps h to
+ceil(h / 2) as in PyTorch (a multiple of 4 * 2**6 = 256 halves exactly;
+the paper uses 2048 px, the tests 256 and 224).
 
 SoftAttention, as in the code: a Conv3d with kernel (C, 1, 1) over the
 channel axis (= a 1x1 convolution from C channels to 16 heads, with bias),
@@ -109,7 +109,7 @@ class JoImTerCNN(nn.Module):
     """Runs the tower.
 
     Args:
-      x: images [B, H, W, in_channels], H and W multiples of 4 * 2**6.
+      x: images [B, H, W, in_channels].
       train: BatchNorm uses batch statistics.
 
     Returns:
@@ -121,13 +121,6 @@ class JoImTerCNN(nn.Module):
       raise ValueError(f"expected {self.in_channels} input channel(s), got "
                        f"image shape {x.shape}")
     n = len(self.channels)
-    # Stage n's output must still have pixels: the stem divides by 4 and
-    # each stage by 2 (PyTorch's ceil rounding keeps odd maps alive, but
-    # a multiple of the total stride keeps every region grid exact).
-    stride = 4 * 2 ** n
-    if x.shape[1] % stride or x.shape[2] % stride:
-      raise ValueError(f"image size {x.shape[1:3]} is not a multiple of "
-                       f"the total stride {stride}")
     conv = functools.partial(common.Conv, conv_impl=self.conv_impl,
                              dtype=self.dtype, param_dtype=self.param_dtype)
     norm = functools.partial(common.norm_layer, "batch", train=train,
