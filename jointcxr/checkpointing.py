@@ -11,6 +11,7 @@ the mismatch.
 """
 
 import os
+import time
 from typing import Any
 
 from absl import logging
@@ -71,15 +72,28 @@ class Checkpointer:
         errors.append(f"step {s}: {type(e).__name__}: {msg}")
         logging.warning("checkpoint step %d unreadable (%s); trying an "
                         "older one", s, msg)
+        self._quarantine(s)
       except Exception as e:  # orbax/tensorstore raise many types on damage
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         errors.append(f"step {s}: {type(e).__name__}: {msg}")
         logging.warning("checkpoint step %d unreadable (%s); trying an "
                         "older one", s, msg)
+        self._quarantine(s)
     if errors:
       raise CheckpointError(f"no readable checkpoint in {self.directory}: "
                             + "; ".join(errors))
     return None
+
+  def _quarantine(self, step: int) -> None:
+    """Moves an unreadable step aside (never deletes it) so it can be redone."""
+    src = os.path.join(self.directory, str(step))
+    if jax.process_index() == 0 and os.path.isdir(src):
+      dst_dir = self.directory + "_unreadable"
+      os.makedirs(dst_dir, exist_ok=True)
+      dst = os.path.join(dst_dir, f"{step}-{int(time.time())}")
+      os.rename(src, dst)
+      logging.warning("moved unreadable checkpoint %s to %s", src, dst)
+    self.manager.reload()
 
   def reached_preemption(self, step: int) -> bool:
     return self.manager.reached_preemption(step)

@@ -345,56 +345,59 @@ def train_and_evaluate(config, workdir: str) -> dict:
   flops = None
   t0, s0 = time.time(), step
   metrics = None
-  with metric_writers.ensure_flushes(writer), jax.set_mesh(mesh), (
-      nn.logical_axis_rules(rules)):
-    while step < config.total_steps:
-      if stop["sigterm"] or ckpt.reached_preemption(step):
-        logging.warning("preemption/SIGTERM at step %d: saving and exiting",
-                        step)
-        _check_finite(state, config.nan_policy, last_saved)
+  try:
+    with metric_writers.ensure_flushes(writer), jax.set_mesh(mesh), (
+        nn.logical_axis_rules(rules)):
+      while step < config.total_steps:
+        if stop["sigterm"] or ckpt.reached_preemption(step):
+          logging.warning("preemption/SIGTERM at step %d: saving and exiting",
+                          step)
+          _check_finite(state, config.nan_policy, last_saved)
+          ckpt.save(step, state, {"input": it.state()}, force=True)
+          ckpt.wait()
+          return {"stopped_at": step}
+        batch = next(it)
+        use_mlm = config.mlm_prob > 0 and np.random.default_rng(
+            [config.seed, step]).random() < config.mlm_prob
+        fn = mlm_step if use_mlm else train_step
+        if flops is None and not use_mlm:
+          flops = _flops(train_step, state, batch)
+        state, metrics = fn(state, batch)
+        step += 1
+        for h in hooks:
+          h(step)
+        if step % config.log_every_steps == 0 or step == config.total_steps:
+          skipped = _check_finite(state, config.nan_policy, last_saved)
+          m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          dt = time.time() - t0
+          rate = (step - s0) / max(dt, 1e-9)
+          m.update({"steps_per_sec": rate, "examples_per_sec": rate *
+                    config.batch_size, "flops_per_sec": rate * (flops or 0.0),
+                    "epoch": step / steps_per_epoch, "skipped_steps": skipped})
+          writer.write_scalars(step, m)
+          if jax.process_index() == 0:
+            # Plain-JSON metrics too, for plots and scripts (TensorBoard has
+            # the same numbers).
+            with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+              f.write(json.dumps({"step": step, **m}) + "\n")
+            print(f"step {step}/{config.total_steps} loss {m['loss']:.4f} "
+                  f"{m['examples_per_sec']:.1f} ex/s", flush=True)
+          t0, s0 = time.time(), step
+        if step % config.ckpt_every_steps == 0 or step == config.total_steps:
+          _check_finite(state, config.nan_policy, last_saved)
+          if ckpt.save(step, state, {"input": it.state()},
+                       force=step == config.total_steps):
+            last_saved = step
+        if config.eval_every_steps and step % config.eval_every_steps == 0:
+          run_evals(config, model, state, tok, mesh, writer, step, workdir)
+      _check_finite(state, config.nan_policy, last_saved)
+      if last_saved != step:  # always leave a checkpoint of the final state
         ckpt.save(step, state, {"input": it.state()}, force=True)
-        ckpt.wait()
-        return {"stopped_at": step}
-      batch = next(it)
-      use_mlm = config.mlm_prob > 0 and np.random.default_rng(
-          [config.seed, step]).random() < config.mlm_prob
-      fn = mlm_step if use_mlm else train_step
-      if flops is None and not use_mlm:
-        flops = _flops(train_step, state, batch)
-      state, metrics = fn(state, batch)
-      step += 1
-      for h in hooks:
-        h(step)
-      if step % config.log_every_steps == 0 or step == config.total_steps:
-        skipped = _check_finite(state, config.nan_policy, last_saved)
-        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        dt = time.time() - t0
-        rate = (step - s0) / max(dt, 1e-9)
-        m.update({"steps_per_sec": rate, "examples_per_sec": rate *
-                  config.batch_size, "flops_per_sec": rate * (flops or 0.0),
-                  "epoch": step / steps_per_epoch, "skipped_steps": skipped})
-        writer.write_scalars(step, m)
-        if jax.process_index() == 0:
-          # Plain-JSON metrics too, for plots and scripts (TensorBoard has
-          # the same numbers).
-          with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-            f.write(json.dumps({"step": step, **m}) + "\n")
-          print(f"step {step}/{config.total_steps} loss {m['loss']:.4f} "
-                f"{m['examples_per_sec']:.1f} ex/s", flush=True)
-        t0, s0 = time.time(), step
-      if step % config.ckpt_every_steps == 0 or step == config.total_steps:
-        _check_finite(state, config.nan_policy, last_saved)
-        if ckpt.save(step, state, {"input": it.state()},
-                     force=step == config.total_steps):
-          last_saved = step
-      if config.eval_every_steps and step % config.eval_every_steps == 0:
-        run_evals(config, model, state, tok, mesh, writer, step, workdir)
-    _check_finite(state, config.nan_policy, last_saved)
-    if last_saved != step:  # always leave a checkpoint of the final state
-      ckpt.save(step, state, {"input": it.state()}, force=True)
-    results = run_evals(config, model, state, tok, mesh, writer, step,
-                        workdir)
-  ckpt.close()
+      results = run_evals(config, model, state, tok, mesh, writer, step,
+                          workdir)
+  finally:
+    # Pending async saves complete even when the run stops on an error.
+    ckpt.close()
   multihost_utils.sync_global_devices("train_end")
   final = {"step": step, **results}
   if metrics is not None:

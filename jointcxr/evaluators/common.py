@@ -140,8 +140,8 @@ def run_in_training(config, model, state, tok, mesh) -> dict:
   """Cheap validation retrieval during training (uses the same modules)."""
   from jointcxr.evaluators import retrieval  # pylint: disable=g-import-not-at-top
   ev = config.get("evals", {}).get("retrieval")
-  if not ev or not config.input.data_dir:
-    return {}
+  if not ev or not ev.get("limit") or not config.input.data_dir:
+    return {}  # limit 0 turns the in-training evaluation off
   variables = {"params": state["params"]}
   if state.get("batch_stats"):
     variables["batch_stats"] = state["batch_stats"]
