@@ -21,7 +21,7 @@ def get_config(arg: str | None = None):
   c = common.base(method)
   c.batch_size = 512
   c.accum_steps = 16
-  c.total_steps = 40000
+  c.total_epochs = 100.0      # LoVT's maximum (it early-stops on val loss)
   c.input.image_size = a.size
   c.input.text_aug = "one_sentence"
   c.model.image = dict(depth=50)

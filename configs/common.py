@@ -65,6 +65,7 @@ def base(method: str) -> mlc.ConfigDict:
   c.method = method
   c.seed = 0
   c.total_steps = 1000
+  c.total_epochs = 0.0       # > 0: train this many epochs (overrides steps)
   c.batch_size = 32          # global, per optimizer step
   c.accum_steps = 1          # contrastive-aware micro-batches per step
   c.ckpt_every_steps = 500
@@ -138,6 +139,7 @@ def bert_base(vocab_size: int = -1) -> dict:
 def tiny(c: mlc.ConfigDict) -> mlc.ConfigDict:
   """Shrinks a config so a run takes seconds on a CPU."""
   c.total_steps = 8
+  c.total_epochs = 0.0
   c.batch_size = 8
   c.ckpt_every_steps = 4
   c.log_every_steps = 2

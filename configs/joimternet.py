@@ -18,7 +18,7 @@ def get_config(arg: str | None = None):
   a = common.parse_arg(arg, tiny=False, mlm=False, size=2048)
   c = common.base("joimternet")
   c.batch_size = 128
-  c.total_steps = 60000
+  c.total_epochs = 35.0
   c.mlm_prob = 0.7 if a.mlm else 0.0
   c.input.image_size = a.size
   c.input.image_aug = "joimternet"

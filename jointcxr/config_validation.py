@@ -1,45 +1,122 @@
 """One-line errors for bad configs instead of tracebacks.
 
-ml_collections raises a raw AttributeError for an unknown
-`--config.foo=...` key (ENVIRONMENT.md G12) and absl prints a multi-line
-usage dump for a wrong type. `parse_flags` wraps flag parsing so both come
-out as a single `error: ...` line with exit status 2.
+ml_collections raises a raw AttributeError for an unknown `--config.foo=...`
+key (ENVIRONMENT.md G12), buries an error raised inside `get_config` under a
+multi-line traceback, and reports a missing config file only when the config
+is first read. `parse_flags` (the `flags_parser` of `app.run`) turns all of
+these into a single `error: ...` line on stderr and exit status 2; `check`
+adds the cross-field checks that the type system cannot express, as one
+`ValueError` naming every problem.
 """
 
+import re
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from absl import flags
 
+METHODS = ("convirt", "clip", "siglip", "lovt", "joimternet", "hsu")
+TACTIC_RE = re.compile(r"\s*(replicate|logical|fsdp)\s*(\(.*\))?\s*")
 
-def parse_flags(argv: Sequence[str]) -> list[str]:
-  """absl `flags_parser` for `app.run`: parse or exit 2 with one line."""
+
+def _last_line(text: str) -> str:
+  """The root cause of a message that may embed a formatted traceback."""
+  lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+  if not lines:
+    return ""
+  if any(ln.startswith("Traceback") for ln in lines):
+    return lines[-1]
+  return lines[0]
+
+
+def _unknown_key_message(err: Exception, argv: Sequence[str]) -> str:
+  """`unknown config key 'k' in --config.a.k=v` (the offending flag)."""
+  key = str(err.args[0] if err.args else err).strip("\"'")
+  for arg in argv:
+    name = arg.split("=", 1)[0].lstrip("-")
+    if name.split(".")[-1] == key and "." in name:
+      return f"unknown config key {key!r} in {arg}"
+  return f"unknown config key {key!r}"
+
+
+def parse_flags(argv: Sequence[str],
+                config_flags: Sequence[str] = ("config",)) -> list[str]:
+  """absl `flags_parser` for `app.run`: parses, or exits 2 with one line.
+
+  Args:
+    argv: the command line.
+    config_flags: names of `DEFINE_config_file` flags to load eagerly (a
+      missing config file is only noticed when the config is first read).
+
+  Returns:
+    The remaining positional arguments (as `flags.FLAGS(argv)`).
+  """
   try:
-    return flags.FLAGS(argv)
-  except flags.IllegalFlagValueError as e:
-    msg = str(e).splitlines()[0]
-  except flags.Error as e:
-    msg = str(e).splitlines()[0]
+    rest = flags.FLAGS(argv)
+    for name in config_flags:
+      value = flags.FLAGS[name].value if name in flags.FLAGS else None
+      if value is not None:
+        value.keys()  # a lazily failed load raises here, not mid-run
+    return rest
   except (AttributeError, KeyError) as e:
-    msg = f"unknown config key: {str(e).splitlines()[0]}"
+    msg = _unknown_key_message(e, argv)
+  except flags.Error as e:
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    cause = _last_line(str(e))
+    # "flag --config=x.py:arg: Error whilst parsing config file:" says where;
+    # the last line of the embedded traceback says why.
+    msg = first if cause == first else (
+        first.replace("Error whilst parsing config file:", "").rstrip(": ")
+        + ": " + cause)
   except (ValueError, TypeError, SyntaxError, ImportError, OSError) as e:
-    msg = f"bad config: {type(e).__name__}: {str(e).splitlines()[0]}"
+    # A missing file: "Failed loading config file ... [Errno 2] No such
+    # file or directory: 'x.py'"; the last line names the file.
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    msg = f"cannot load config: {lines[-1] if lines else type(e).__name__}"
   print(f"error: {msg}", file=sys.stderr)
   sys.exit(2)
 
 
-def check(config) -> None:
-  """Cross-field checks that the type system cannot express."""
+def check(config: Any) -> None:
+  """Cross-field checks of a training config.
+
+  Args:
+    config: the (ml_collections) training config.
+
+  Raises:
+    ValueError: one line naming every problem found.
+  """
   problems = []
-  if config.batch_size % max(1, config.accum_steps):
+  if config.method not in METHODS:
+    problems.append(f"method {config.method!r} is not one of {METHODS}")
+  for key in ("total_steps", "batch_size", "ckpt_every_steps",
+              "log_every_steps", "keep_checkpoints", "accum_steps"):
+    if config[key] < 1:
+      problems.append(f"{key} must be >= 1, got {config[key]}")
+  if config.accum_steps >= 1 and config.batch_size % config.accum_steps:
     problems.append(f"batch_size {config.batch_size} is not divisible by "
                     f"accum_steps {config.accum_steps}")
   if config.nan_policy not in ("stop", "skip"):
     problems.append(f"nan_policy {config.nan_policy!r} is not stop|skip")
+  if not 0.0 <= config.mlm_prob < 1.0:
+    problems.append(f"mlm_prob {config.mlm_prob} is not in [0, 1)")
   if config.method != "hsu" and not config.input.data_dir:
     problems.append("input.data_dir is empty (set --config.input.data_dir)")
   if config.dtype not in ("float32", "bfloat16", "float16"):
     problems.append(f"dtype {config.dtype!r} is not float32|bfloat16|"
                     "float16")
+  for entry in config.mesh:
+    if (len(entry) != 2 or not isinstance(entry[0], str)
+        or not isinstance(entry[1], int)):
+      problems.append(f"mesh entry {entry!r} is not (name, size)")
+  for entry in config.sharding_rules:
+    if len(entry) != 2 or not TACTIC_RE.fullmatch(str(entry[1])):
+      problems.append(f"sharding rule {entry!r} is not (regex, replicate|"
+                      "fsdp(axis=...)|logical)")
+      continue
+    try:
+      re.compile(entry[0])
+    except re.error as e:
+      problems.append(f"sharding rule regex {entry[0]!r}: {e}")
   if problems:
-    raise ValueError("; ".join(problems))
+    raise ValueError("bad config: " + "; ".join(problems))
