@@ -1,12 +1,14 @@
-"""The synthetic MIMIC-format generator: layout, labels, visibility, determinism."""
+"""The synthetic MIMIC-format generator: layout, labels, visibility, seeds."""
 
 import csv
+import dataclasses
 import gzip
 import hashlib
 import json
 import os
 import re
 import tarfile
+import zlib
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -111,23 +113,91 @@ def test_labels_follow_rendered_truth(synthetic_root):
   assert checked > 5
 
 
+def _report_words(root, t):
+  rel = os.path.dirname(t["path"]).split("files/")[1] + ".txt"
+  return " ".join((root / "mimic-cxr-reports" / "files" / rel).read_text()
+                  .split())
+
+
+def test_truth_sentences_and_ms_cxr_phrases_come_from_the_report(
+    synthetic_root):
+  truth = [t for t in _truth(synthetic_root) if t["dataset"] == "mimic"]
+  by_dicom = {t["dicom_id"]: t for t in truth}
+  stated = 0
+  for t in truth:
+    words = _report_words(synthetic_root, t)
+    for f in t["findings"]:
+      if t["report_style"] == "no_text":
+        assert f["sentence"] is None
+        continue
+      assert f["sentence"] in words, (f["sentence"], words)
+      expect = -1.0 if f["certainty"] == "uncertain" else 1.0
+      assert f["sentence_labels"][f["label"]] == expect
+      stated += 1
+  assert stated > 10
+  with open(synthetic_root / "ms_cxr" /
+            "MS_CXR_Local_Alignment_v1.0.0.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert rows
+  for r in rows:
+    t = by_dicom[r["dicom_id"]]
+    assert r["label_text"] in _report_words(synthetic_root, t), r
+    assert "," not in r["label_text"]
+    assert r["category_name"] in {f["label"] for f in t["findings"]}
+    x, y, w, h = (float(r[k]) for k in ("x", "y", "w", "h"))
+    assert 0 <= x and x + w <= float(r["image_width"]) == t["width"]
+    assert 0 <= y and y + h <= float(r["image_height"]) == t["height"]
+
+
 @pytest.mark.parametrize("ftype", sorted(fnd.CHEXPERT_OF))
 def test_each_finding_is_visible_inside_its_mask(ftype):
-  rng = np.random.default_rng(hash(ftype) % 1000)
-  p = anatomy.sample_patient(rng)
-  f = fnd.sample_finding(rng, ftype, uncertain_p=0.0)
-  with_f, masks = render.render_frontal(p, [f], 224, 224, seed=3)
-  without, _ = render.render_frontal(p, [], 224, 224, seed=3)
-  m = masks[0]
-  assert m.sum() > 5, ftype
-  diff = np.abs(with_f.astype(float) - without.astype(float))
-  assert diff[m].mean() > 8.0, (ftype, diff[m].mean())
-  # Far from the finding nothing changes (same noise stream).
   from scipy import ndimage
-  far = ~ndimage.binary_dilation(m, iterations=8)
-  if ftype == "rib_fracture":
-    far &= ~ndimage.binary_dilation(m, iterations=30)
-  assert diff[far].mean() < 1.0, (ftype, diff[far].mean())
+  for k, severity in enumerate(fnd.SEVERITIES):
+    rng = np.random.default_rng([zlib.crc32(ftype.encode()), k])
+    p = anatomy.sample_patient(rng)
+    f = dataclasses.replace(fnd.sample_finding(rng, ftype, uncertain_p=0.0),
+                            severity=severity)
+    with_f, masks = render.render_frontal(p, [f], 224, 224, seed=3)
+    without, _ = render.render_frontal(p, [], 224, 224, seed=3)
+    m = masks[0]
+    assert m.sum() > 5, (ftype, severity)
+    diff = np.abs(with_f.astype(float) - without.astype(float))
+    assert diff[m].mean() > 8.0, (ftype, severity, diff[m].mean())
+    # Far from the finding nothing changes (same noise stream).
+    far = ~ndimage.binary_dilation(
+        m, iterations=30 if ftype == "rib_fracture" else 8)
+    assert diff[far].mean() < 1.0, (ftype, severity, diff[far].mean())
+
+
+def test_findings_sit_where_the_report_places_them():
+  # Side: the mask lies in the named hemithorax (the patient's right is the
+  # image left); zone: upper-zone masks sit above lower-zone ones; severity:
+  # a large effusion covers more than a small one.
+  rng = np.random.default_rng(0)
+  p = anatomy.sample_patient(rng)
+  def mask(**kw):
+    f = fnd.Finding(**{"severity": "moderate", "seed": 4, **kw})
+    return render.render_frontal(p, [f], 128, 128, seed=1)[1][0]
+  cols = np.arange(128)[None, :]
+  rows = np.arange(128)[:, None]
+  for t in ("pleural_effusion", "pneumothorax", "consolidation", "nodule",
+            "atelectasis", "pleural_thickening"):
+    right, left = mask(type=t, side="right", zone="middle"), mask(
+        type=t, side="left", zone="middle")
+    assert (cols * right).sum() / right.sum() < 64 < (
+        cols * left).sum() / left.sum(), t
+  for t in ("consolidation", "lung_opacity", "pneumonia", "mass"):
+    up, low = mask(type=t, side="left", zone="upper"), mask(
+        type=t, side="left", zone="lower")
+    assert (rows * up).sum() / up.sum() < (rows * low).sum() / low.sum(), t
+  small = mask(type="pleural_effusion", side="left", severity="small")
+  large = mask(type="pleural_effusion", side="left", severity="large")
+  assert large.sum() > 2 * small.sum()
+  # Cardiomegaly: the cardiac silhouette is wider than the patient's own.
+  heart = anatomy.render_anatomy(p, 128, 128)[1]["heart"]
+  big = mask(type="cardiomegaly", severity="small")
+  width = lambda m: np.ptp(np.nonzero(m.any(0))[0])
+  assert width(big) > 1.2 * width(heart)
 
 
 def test_localized_formats(synthetic_root):
@@ -185,11 +255,11 @@ def _tree_hash(root):
   return h.hexdigest()
 
 
-def test_deterministic_per_seed(tmp_path):
-  kw = dict(num_subjects=4, image_size=64, progress=False, num_workers=1)
-  synthetic.generate(str(tmp_path / "a"), seed=5, **kw)
-  synthetic.generate(str(tmp_path / "b"), seed=5, **kw)
-  synthetic.generate(str(tmp_path / "c"), seed=6, **kw)
+def test_deterministic_per_seed_whatever_the_workers(tmp_path):
+  kw = dict(num_subjects=6, image_size=64, progress=False)
+  synthetic.generate(str(tmp_path / "a"), seed=5, num_workers=1, **kw)
+  synthetic.generate(str(tmp_path / "b"), seed=5, num_workers=2, **kw)
+  synthetic.generate(str(tmp_path / "c"), seed=6, num_workers=1, **kw)
   assert _tree_hash(tmp_path / "a") == _tree_hash(tmp_path / "b")
   assert _tree_hash(tmp_path / "a") != _tree_hash(tmp_path / "c")
 
@@ -204,7 +274,7 @@ def test_bad_arguments():
 def test_preview_written(tmp_path):
   out = synthetic.generate(str(tmp_path / "p"), num_subjects=3, image_size=64,
                            progress=False, num_workers=1,
-                           localized_sets=False,
+                           localized=False,
                            preview=str(tmp_path / "p.png"))
   from PIL import Image
   assert Image.open(out["preview"]).size[0] > 200

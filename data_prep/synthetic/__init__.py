@@ -23,6 +23,7 @@ import tqdm
 from data_prep.synthetic import localized as loc
 from data_prep.synthetic import mimic
 from data_prep.synthetic import openi
+from data_prep.synthetic import preview as preview_lib
 
 
 def _split_subjects(ids: list[int], rng: np.random.Generator) -> dict:
@@ -49,9 +50,8 @@ def _localized_task(task: tuple) -> tuple[int, list[dict]]:
 
 def generate(output_dir: str, *, num_subjects: int, seed: int = 0,
              image_size: int | str = 512, progress: bool = True,
-             localized_sets: bool = True, preview: str | None = None,
-             num_workers: int | None = None, localized: bool | None = None
-             ) -> dict:
+             localized: bool = True, preview: str | None = None,
+             num_workers: int | None = None) -> dict:
   """Writes the whole synthetic tree; deterministic per arguments.
 
   Args:
@@ -61,17 +61,15 @@ def generate(output_dir: str, *, num_subjects: int, seed: int = 0,
     image_size: image height in pixels, or "full" for MIMIC size (3056 x
       2544).
     progress: show progress bars.
-    localized_sets: also write the localized-evaluation sets and Open-i.
+    localized: also write the localized-evaluation sets and Open-i.
     preview: optional PNG path for a grid of images with their findings
       outlined and reports beside them.
-    num_workers: rendering processes (default: all cores).
-    localized: alias of `localized_sets`.
+    num_workers: rendering processes (default: all cores); the output does
+      not depend on it.
 
   Returns:
     A summary dict (also written to output_dir/summary.json).
   """
-  if localized is not None:
-    localized_sets = localized
   if image_size != "full":
     image_size = int(image_size)
     if image_size < 32:
@@ -106,7 +104,7 @@ def generate(output_dir: str, *, num_subjects: int, seed: int = 0,
              "num_subjects": num_subjects,
              "mimic": mimic.finish(output_dir, results, splits, seed)}
   truth = [t for res in results for t in res["truth"]]
-  if localized_sets:
+  if localized:
     size = 512 if image_size == "full" else image_size
     n = max(16, num_subjects // 2)
     tasks = [(name, output_dir, size, seed, n) for name in (
@@ -126,7 +124,6 @@ def generate(output_dir: str, *, num_subjects: int, seed: int = 0,
   loc.write_truth(os.path.join(output_dir, "ground_truth.jsonl"),
                         loc.dumps(truth))
   if preview:
-    from data_prep.synthetic import preview as preview_lib  # pylint: disable=g-import-not-at-top
     preview_lib.write(output_dir, truth, preview)
     summary["preview"] = preview
   with open(os.path.join(output_dir, "summary.json"), "w") as f:

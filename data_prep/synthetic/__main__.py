@@ -19,7 +19,8 @@ flags.DEFINE_integer("num_workers", None, "Rendering processes.")
 flags.DEFINE_bool("localized", True, "Also write the localized-eval sets.")
 
 
-def main(argv):
+def main(argv: list[str]) -> None:
+  """Generates the tree and prints its summary."""
   del argv
   size = FLAGS.image_size if FLAGS.image_size == "full" else None
   if size is None:
@@ -32,7 +33,7 @@ def main(argv):
     summary = synthetic.generate(
         FLAGS.output_dir, num_subjects=FLAGS.num_subjects, seed=FLAGS.seed,
         image_size=size, preview=FLAGS.preview, num_workers=FLAGS.num_workers,
-        localized_sets=FLAGS.localized)
+        localized=FLAGS.localized)
   except (ValueError, OSError) as e:
     sys.exit(f"error: {e}")
   print(json.dumps(summary, indent=2, sort_keys=True))

@@ -12,6 +12,7 @@ curve and noise are applied.
 import dataclasses
 
 import numpy as np
+from scipy import ndimage
 
 # Base intensities (linear, before exposure): air is dark, bone is bright.
 AIR, SOFT, LUNG, MEDIASTINUM, HEART, SPINE, ABDOMEN = (
@@ -36,6 +37,7 @@ class Patient:
   mediastinum: float = 0.055  # half width of the upper mediastinum
   ap: bool = False         # AP projection: magnified heart, higher clavicles
   aspect: float = 2544 / 3056  # width / height of the detector
+  texture_seed: int = 0    # lung markings (fixed per subject)
 
 
 def sample_patient(rng: np.random.Generator, *, ap: bool = False) -> Patient:
@@ -52,6 +54,7 @@ def sample_patient(rng: np.random.Generator, *, ap: bool = False) -> Patient:
           1.12 if ap else 1.0),
       mediastinum=float(np.clip(rng.normal(0.055, 0.005), 0.045, 0.065)),
       ap=ap,
+      texture_seed=int(rng.integers(1 << 30)),
   )
 
 
@@ -76,10 +79,17 @@ def diaphragm(u: np.ndarray, side: int) -> np.ndarray:
   return 0.70 + 0.06 * t ** 2 + (0.015 if side > 0 else -0.01)
 
 
+def dome(u: np.ndarray) -> np.ndarray:
+  """v of the diaphragm at every u: both domes, deep costophrenic angles."""
+  t = np.clip((np.abs(u) - LUNG_U) / LUNG_A, -1.2, 1.6)
+  return 0.70 + 0.06 * t ** 2 + np.where(u > 0, 0.015, -0.01)
+
+
 def lung_mask(u: np.ndarray, v: np.ndarray, side: int,
               p: Patient | None = None) -> np.ndarray:
   """Boolean mask of the right (-1) or left (+1) lung field."""
-  cu = side * LUNG_U
+  # Lungs are narrow at the apex and splay laterally toward the bases.
+  cu = side * (LUNG_U + 0.03 * (v - LUNG_V) / LUNG_B)
   a = LUNG_A * (0.93 if side > 0 else 1.0)  # the heart takes room on the left
   inside = ((u - cu) / a) ** 2 + ((v - LUNG_V) / LUNG_B) ** 2 < 1.0
   inside &= v < diaphragm(u, side)
@@ -89,11 +99,15 @@ def lung_mask(u: np.ndarray, v: np.ndarray, side: int,
 
 def heart_mask(u: np.ndarray, v: np.ndarray, p: Patient | None,
                ctr: float | None = None) -> np.ndarray:
-  """Cardiac silhouette for a cardiothoracic ratio (default: the patient's)."""
+  """Cardiac silhouette for a cardiothoracic ratio (default: the patient's).
+
+  Two half-ellipses joined at u = 0.01: about 2/5 of the cardiac width lies
+  right of the midline and 3/5 left, as on a normal PA film.
+  """
   ctr = (p.ctr if p is not None else 0.45) if ctr is None else ctr
-  thoracic_width = 2 * (LUNG_U + LUNG_A)
-  half = ctr * thoracic_width / 2
-  return ((u - 0.035) / half) ** 2 + ((v - 0.6) / 0.125) ** 2 < 1.0
+  width = ctr * 2 * (LUNG_U + LUNG_A)
+  half = np.where(u < 0.01, 0.38 * width, 0.62 * width)
+  return ((u - 0.01) / half) ** 2 + ((v - 0.575) / 0.135) ** 2 < 1.0
 
 
 def lung_zone(v: np.ndarray, zone: str) -> np.ndarray:
@@ -142,6 +156,14 @@ def rib_field(u: np.ndarray, v: np.ndarray,
   return on.astype(np.float32)
 
 
+def lung_markings(p: Patient, height: int, width: int) -> np.ndarray:
+  """Smooth zero-mean texture standing in for vessels (unit std)."""
+  rng = np.random.default_rng(p.texture_seed)
+  tex = rng.standard_normal((height, width), dtype=np.float32)
+  tex = ndimage.gaussian_filter(tex, max(1.0, 0.008 * height))
+  return tex / (tex.std() + 1e-6)
+
+
 def render_anatomy(p: Patient, height: int, width: int,
                    rib_break: tuple[int, int, float] | None = None
                    ) -> tuple[np.ndarray, dict]:
@@ -150,23 +172,37 @@ def render_anatomy(p: Patient, height: int, width: int,
   Returns:
     (image [H, W] float32, geometry dict with the body-frame grids and the
     region masks findings need: `u`, `v`, `lungs`, `lung_r`, `lung_l`,
-    `body`, `heart`).
+    `body`, `heart`, and `px`, the size of one pixel in body-frame units).
   """
   u, v = body_frame(p, height, width)
   body = (u / 0.43) ** 2 + ((v - 0.62) / 0.66) ** 2 < 1.0
   shoulders = (np.abs(u) < 0.47) & (v > 0.08) & (v < 0.35)
   body |= shoulders & ((np.abs(u) / 0.47) ** 4 + ((v - 0.35) / 0.3) ** 2 < 1)
   img = np.where(body, SOFT, AIR).astype(np.float32)
-  img = np.where(body & (v > 0.78), ABDOMEN, img)
+  # Soft tissue is thicker toward the flanks and the neck.
+  img = np.where(body, img + 18.0 * np.clip(np.abs(u) / 0.43, 0, 1) ** 4,
+                 img)
+  below = v > dome(u) + 0.008
+  img = np.where(body & below, ABDOMEN, img)
+  # Gastric air bubble under the left dome, with a flat air-fluid level.
+  gv = 0.70 + 0.015 + 0.05
+  bubble = (((u - 0.2) / 0.05) ** 2 + ((v - gv) / 0.03) ** 2 < 1) & (
+      v < gv + 0.01) & below
+  img = np.where(bubble, ABDOMEN - 55.0, img)
   lung_r = lung_mask(u, v, -1, p)
   lung_l = lung_mask(u, v, +1, p)
   lungs = lung_r | lung_l
-  img = np.where(lungs, LUNG, img)
-  # Vascular markings: lungs get brighter toward the hila.
-  hilum = np.exp(-(((np.abs(u) - 0.09) / 0.09) ** 2 + ((v - 0.45) / 0.12) ** 2))
-  img = np.where(lungs, img + 16.0 * hilum, img)
+  # Lungs: darker at the bases (more air, less overlying muscle), brighter
+  # toward the hila with branching vessels (smooth texture) fading outward.
+  hilum = np.exp(-(((np.abs(u) - 0.09) / 0.09) ** 2 +
+                   ((v - 0.45) / 0.12) ** 2))
+  tex = lung_markings(p, height, width)
+  lung_val = LUNG + 10.0 * (0.45 - v) + 16.0 * hilum + 6.0 * tex * (
+      0.5 + hilum)
+  img = np.where(lungs, lung_val, img)
   medi = (np.abs(u - 0.005) < p.mediastinum) & (v > 0.08) & (v < 0.72)
-  img = np.where(medi & body, MEDIASTINUM, img)
+  knob = ((u - 0.055) / 0.034) ** 2 + ((v - 0.33) / 0.03) ** 2 < 1.0
+  img = np.where((medi | knob) & body, MEDIASTINUM, img)
   trachea = (np.abs(u) < 0.018) & (v > 0.02) & (v < 0.3)
   img = np.where(trachea, img - 60.0, img)
   # The spine shows through the mediastinum only faintly, and through the
@@ -176,7 +212,7 @@ def render_anatomy(p: Patient, height: int, width: int,
   img = np.where(spine, np.maximum(img, SPINE - 30 - 14 * vertebrae), img)
   heart = heart_mask(u, v, p)
   img = np.where(heart & body, HEART + 6.0 * spine, img)
-  img += RIB_GAIN * rib_field(u, v, rib_break) * body
+  img += RIB_GAIN * rib_field(u, v, rib_break) * body * ~below
   for side in (-1, 1):
     # Clavicles: straight bars from the manubrium to the shoulders.
     t = np.clip((np.abs(u) - 0.04) / 0.28, 0, 1)
@@ -184,24 +220,38 @@ def render_anatomy(p: Patient, height: int, width: int,
     clav = (np.sign(u) == side) & (np.abs(u) > 0.04) & (np.abs(u) < 0.32)
     img = np.where(clav & (np.abs(v - cv) < 0.014), img + CLAVICLE_GAIN, img)
   geom = dict(u=u, v=v, lungs=lungs, lung_r=lung_r, lung_l=lung_l, body=body,
-              heart=heart)
+              heart=heart, px=1.0 / (height * p.scale))
   return img, geom
 
 
 def render_lateral(p: Patient, height: int, width: int) -> np.ndarray:
-  """A lateral view phantom (findings are not rendered on laterals)."""
+  """A lateral view phantom (findings are not rendered on laterals).
+
+  Anterior is to the image left: sternum, retrosternal clear space, the
+  heart low and anterior, the lungs over the spine posteriorly, the
+  hemidiaphragms as domes, and the thoracic spine with its vertebral bodies.
+  """
   u, v = body_frame(p, height, width)
   body = (u / 0.36) ** 2 + ((v - 0.6) / 0.66) ** 2 < 1.0
-  img = np.where(body, SOFT, AIR).astype(np.float32)
-  lung = ((u + 0.02) / 0.24) ** 2 + ((v - 0.45) / 0.3) ** 2 < 1.0
-  lung &= v < 0.72 - 0.1 * u
-  img = np.where(lung, LUNG + 10, img)
-  heart = ((u + 0.12) / 0.11) ** 2 + ((v - 0.6) / 0.12) ** 2 < 1.0
-  img = np.where(heart & body, HEART - 20, img)
-  spine = (np.abs(u - 0.25) < 0.045) & body
-  vertebrae = 0.5 + 0.5 * np.cos(2 * np.pi * v / 0.06)
-  img = np.where(spine, SPINE - 25 * vertebrae, img)
-  img = np.where(body & (v > 0.78), ABDOMEN, img)
+  img = np.where(body, SOFT + 8.0, AIR).astype(np.float32)
+  dome_v = 0.73 - 0.05 * (1 - ((u - 0.02) / 0.3) ** 2)
+  below = body & (v > dome_v)
+  lung = ((u + 0.01) / 0.25) ** 2 + ((v - 0.44) / 0.3) ** 2 < 1.0
+  lung &= ~below
+  tex = lung_markings(p, height, width)
+  img = np.where(lung, LUNG + 22.0 + 8.0 * (0.45 - v) + 4.0 * tex, img)
+  heart = ((u + 0.09) / 0.13) ** 2 + ((v - 0.6) / 0.15) ** 2 < 1.0
+  img = np.where(heart & body & ~below, HEART - 35.0, img)
+  hilum = ((u - 0.03) / 0.06) ** 2 + ((v - 0.42) / 0.07) ** 2 < 1.0
+  img = np.where(hilum & lung, img + 25.0, img)
+  trachea = (np.abs(u - 0.06 + 0.15 * (v - 0.2)) < 0.013) & (v > 0.08) & (
+      v < 0.4)
+  img = np.where(trachea & body, img - 25.0, img)
+  sternum = (np.abs(u + 0.27 - 0.08 * (v - 0.2)) < 0.012) & (v > 0.15) & (
+      v < 0.55)
+  img = np.where(sternum & body, img + 30.0, img)
+  spine = (np.abs(u - 0.25) < 0.045) & body & (v > 0.05)
+  disc = np.cos(2 * np.pi * v / 0.06) > 0.8
+  img = np.where(spine, np.where(disc, SPINE - 60, SPINE - 20), img)
+  img = np.where(below, np.maximum(img, ABDOMEN), img)
   return img
-
-

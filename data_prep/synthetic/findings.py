@@ -8,6 +8,7 @@ pixel mask, so every label has located ground truth.
 import dataclasses
 
 import numpy as np
+from scipy import ndimage
 
 from data_prep.synthetic import anatomy
 
@@ -51,9 +52,11 @@ class Finding:
 
   @property
   def label(self) -> str:
+    """The CheXpert observation the finding's sentence mentions."""
     return CHEXPERT_OF[self.type]
 
   def to_json(self) -> dict:
+    """The fields as a JSON-ready dict."""
     return dataclasses.asdict(self)
 
 
@@ -87,18 +90,22 @@ def _sides(f: Finding) -> list[int]:
 _SEV = {"small": 0.6, "moderate": 1.0, "large": 1.5}
 
 
-def _blob(u, v, rng, cu, cv, ru, rv, roughness=0.45):
-  """A patchy region: an ellipse whose edge is perturbed by smooth noise."""
-  from scipy import ndimage  # pylint: disable=g-import-not-at-top
+def _blob(u: np.ndarray, v: np.ndarray, rng: np.random.Generator, cu: float,
+          cv: float, ru: float, rv: float,
+          roughness: float = 0.45) -> tuple[np.ndarray, np.ndarray]:
+  """A patchy region: an ellipse whose edge is perturbed by smooth noise.
+
+  Returns:
+    (mask, alpha): the region, and a weight falling from 1 inside to 0 at
+    its edge so the opacity has ill-defined margins.
+  """
   d = ((u - cu) / ru) ** 2 + ((v - cv) / rv) ** 2
-  noise = rng.normal(size=u.shape).astype(np.float32)
-  sigma = max(1.0, 0.04 * u.shape[0])
-  noise = ndimage.gaussian_filter(noise, sigma)
-  noise /= noise.std() + 1e-6
-  return d + roughness * noise < 1.0
+  d = d + roughness * _smooth_noise(rng, u.shape, max(1.0, 0.04 * u.shape[0]))
+  return d < 1.0, np.clip((1.0 - d) / 0.5, 0, 1)
 
 
-def _line(u, v, pts, width):
+def _line(u: np.ndarray, v: np.ndarray, pts: list[tuple[float, float]],
+          width: float) -> np.ndarray:
   """Pixels within `width` of a polyline given in body-frame points."""
   out = np.zeros(u.shape, bool)
   for (u0, v0), (u1, v1) in zip(pts[:-1], pts[1:]):
@@ -107,6 +114,22 @@ def _line(u, v, pts, width):
                 0, 1)
     out |= (u - (u0 + t * du)) ** 2 + (v - (v0 + t * dv)) ** 2 < width ** 2
   return out
+
+
+def _edge_distance(lung: np.ndarray, px: float) -> np.ndarray:
+  """Distance of every lung pixel to the lung boundary, in body-frame units."""
+  return ndimage.distance_transform_edt(lung).astype(np.float32) * px
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int],
+                  sigma: float) -> np.ndarray:
+  noise = ndimage.gaussian_filter(
+      rng.standard_normal(shape, dtype=np.float32), sigma)
+  return noise / (noise.std() + 1e-6)
+
+
+# Effusion height above the dome (body-frame units) per severity factor.
+_EFFUSION_HEIGHT = {0.6: 0.045, 1.0: 0.11, 1.5: 0.2}
 
 
 def render(img: np.ndarray, geom: dict, f: Finding,
@@ -119,42 +142,58 @@ def render(img: np.ndarray, geom: dict, f: Finding,
   t = f.type
   for side in _sides(f) or [0]:
     lung = geom["lung_l"] if side > 0 else geom["lung_r"]
+    # Lateral half of the lung (and the apex): where pleural air and
+    # thickening show on a frontal film.
+    lateral = side * u > anatomy.LUNG_U - 0.04
     if t == "pleural_effusion":
-      # Fluid fills the base with a meniscus rising laterally.
-      lateral = np.clip((np.abs(u) - anatomy.LUNG_U) / anatomy.LUNG_A, -1, 1)
-      level = anatomy.diaphragm(u, side) - 0.07 * sev - 0.04 * (lateral + 1)
+      # Fluid fills the base and rises laterally in a meniscus, denser
+      # toward the bottom.
+      lat = np.clip((side * u - anatomy.LUNG_U) / anatomy.LUNG_A + 1, 0, 2)
+      level = anatomy.diaphragm(u, side) - _EFFUSION_HEIGHT[sev] - (
+          0.035 * sev * lat ** 2)
       m = lung & (v > level)
-      img[m] = np.maximum(img[m], 150.0 - 10 * (1 - sev))
+      fluid = 118.0 + 30.0 * np.clip((v - level) / 0.05, 0, 1)
+      img[m] = np.maximum(img[m], fluid[m])
     elif t == "pneumothorax":
-      edge = anatomy.LUNG_U + anatomy.LUNG_A
-      width = 0.035 * sev
-      m = lung & (np.abs(u) > edge - width - 0.02) & (v < 0.58)
-      img[m] = anatomy.AIR + 12.0
-      rim = lung & (np.abs(np.abs(u) - (edge - width - 0.02)) < 0.004) & (
-          v < 0.58)
+      # A lucent rim without lung markings along the apex and lateral
+      # wall, bounded by the thin bright visceral pleural line.
+      dist = _edge_distance(lung, geom["px"])
+      width = (0.02 + 0.025 * sev) * np.clip((0.62 - v) / 0.15, 0, 1)
+      m = lung & lateral & (dist < width)
+      img[m] = anatomy.AIR + 10.0
+      rim = lung & lateral & (np.abs(dist - width) < 0.004) & (width > 0.006)
       img[rim] += 45.0
     elif t in ("consolidation", "lung_opacity", "pneumonia"):
-      zone = anatomy.lung_zone(v, f.zone or "lower")
-      cv = float(np.mean(v[zone])) if zone.any() else 0.5
-      m = _blob(u, v, rng, side * (anatomy.LUNG_U + rng.normal(0, 0.02)), cv,
-                0.075 * sev, 0.07 * sev) & lung
-      img[m] += 62.0 * min(sev, 1.2)
+      region = anatomy.lung_zone(v, f.zone or "lower") & lung
+      if not region.any():
+        region = lung
+      cu = float(np.mean(u[region])) + rng.normal(0, 0.01)
+      cv = float(np.mean(v[region]))
+      m, alpha = _blob(u, v, rng, cu, cv, 0.08 * sev, 0.07 * sev)
+      m &= lung
+      # Patchy inside (air bronchograms, uneven filling), fading at the edge.
+      patch = 0.75 + 0.25 * np.tanh(_smooth_noise(
+          rng, img.shape, max(1.0, 0.015 * img.shape[0])))
+      img[m] += 68.0 * min(sev, 1.2) * (patch * (0.35 + 0.65 * alpha))[m]
     elif t == "atelectasis":
-      base = anatomy.diaphragm(side * anatomy.LUNG_U, side) - 0.06
-      m = lung & (np.abs(v - base - 0.35 * (u - side * anatomy.LUNG_U) * side *
-                         0.3) < 0.018 * sev) & (np.abs(u - side *
-                                                       anatomy.LUNG_U) < 0.11)
+      # A plate-like band just above the dome, slightly oblique.
+      cu = side * anatomy.LUNG_U
+      base = anatomy.diaphragm(cu, side) - 0.07
+      m = lung & (np.abs(v - base - 0.12 * (u - cu) * side) <
+                  0.008 + 0.012 * sev) & (np.abs(u - cu) < 0.11)
       img[m] += 55.0
     elif t in ("nodule", "mass"):
-      zone = anatomy.lung_zone(v, f.zone or "middle")
-      cand = np.argwhere(zone & lung & (np.abs(np.abs(u) - anatomy.LUNG_U) <
-                                        0.06))
+      radius = (0.018 if t == "nodule" else 0.05) * (0.8 + 0.3 * sev)
+      zone = anatomy.lung_zone(v, f.zone or "middle") & lung
+      dist = _edge_distance(lung, geom["px"])
+      cand = np.argwhere(zone & (dist > radius * 1.1))
+      if cand.size == 0:
+        cand = np.argwhere(zone if zone.any() else lung)
       if cand.size == 0:
         continue
       r, c = cand[rng.integers(len(cand))]
-      radius = (0.018 if t == "nodule" else 0.05) * (0.8 + 0.3 * sev)
-      m = (u - u[r, c]) ** 2 + (v - v[r, c]) ** 2 < radius ** 2
-      img[m] += 75.0
+      m = ((u - u[r, c]) ** 2 + (v - v[r, c]) ** 2 < radius ** 2) & lung
+      img[m] += 72.0
     elif t == "rib_fracture":
       _, k, pos = rib_break(f)
       v0 = 0.16 + 0.066 * k
@@ -164,9 +203,9 @@ def render(img: np.ndarray, geom: dict, f: Finding,
       # Callus: a bright knob at the fracture line.
       img[m & (np.abs(np.abs(u) - pos) < 0.012)] += 30.0
     elif t == "pleural_thickening":
-      edge = anatomy.LUNG_U + anatomy.LUNG_A * (0.93 if side > 0 else 1.0)
-      m = lung & (np.abs(u) > edge - 0.025) & (v > 0.25)
-      img[m] += 48.0
+      dist = _edge_distance(lung, geom["px"])
+      m = lung & lateral & (dist < 0.012 + 0.008 * sev) & (v > 0.25)
+      img[m] += 55.0
     if side != 0 and t in SIDED:
       mask |= m
   if t == "edema":
@@ -179,8 +218,10 @@ def render(img: np.ndarray, geom: dict, f: Finding,
     img[big & geom["body"]] = anatomy.HEART
     mask = big
   elif t == "enlarged_cardiomediastinum":
-    mask = (np.abs(u - 0.005) < p.mediastinum + 0.035 * sev) & (v > 0.1) & (
-        v < 0.45)
+    # The upper mediastinum bulges on both sides (smoothly, above the heart).
+    bulge = np.clip(np.sin(np.pi * (v - 0.1) / 0.4), 0, 1)
+    mask = (np.abs(u - 0.005) < p.mediastinum + 0.04 * sev * bulge) & (
+        v > 0.1) & (v < 0.5)
     img[mask] = np.maximum(img[mask], anatomy.MEDIASTINUM)
   elif t in DEVICES:
     mask = _device_mask(u, v, t)
@@ -195,7 +236,8 @@ def rib_break(f: Finding) -> tuple[int, int, float]:
   return side, int(rng.integers(3, 7)), float(rng.uniform(0.17, 0.26))
 
 
-def _device_mask(u, v, t):
+def _device_mask(u: np.ndarray, v: np.ndarray, t: str) -> np.ndarray:
+  """Where a support device lies (drawn at full radiopacity)."""
   if t == "et_tube":
     return _line(u, v, [(0.0, 0.0), (0.0, 0.27)], 0.007)
   if t == "ng_tube":

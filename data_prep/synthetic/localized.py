@@ -14,6 +14,10 @@ import os
 
 import numpy as np
 from PIL import Image, ImageDraw
+import pydicom
+from pydicom import dataset as dcm_dataset
+from pydicom import uid as dcm_uid
+from scipy import ndimage
 
 from data_prep import rle
 from data_prep.synthetic import anatomy
@@ -38,14 +42,11 @@ def _uid(rng: np.random.Generator) -> str:
 def write_dicom(path: str, img: np.ndarray, uid: str,
                 monochrome1: bool = False, patient_id: str = "") -> None:
   """An 8-bit CR DICOM (uncompressed, explicit VR little endian)."""
-  import pydicom  # pylint: disable=g-import-not-at-top
-  from pydicom.dataset import FileDataset, FileMetaDataset  # pylint: disable=g-import-not-at-top
-  from pydicom.uid import ExplicitVRLittleEndian  # pylint: disable=g-import-not-at-top
-  meta = FileMetaDataset()
+  meta = dcm_dataset.FileMetaDataset()
   meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR image
   meta.MediaStorageSOPInstanceUID = uid
-  meta.TransferSyntaxUID = ExplicitVRLittleEndian
-  ds = FileDataset(path, {}, file_meta=meta, preamble=b"\0" * 128)
+  meta.TransferSyntaxUID = dcm_uid.ExplicitVRLittleEndian
+  ds = dcm_dataset.FileDataset(path, {}, file_meta=meta, preamble=b"\0" * 128)
   ds.SOPClassUID = meta.MediaStorageSOPClassUID
   ds.SOPInstanceUID = uid
   ds.StudyInstanceUID = uid + ".1"
@@ -66,7 +67,8 @@ def write_dicom(path: str, img: np.ndarray, uid: str,
   pydicom.dcmwrite(path, ds, enforce_file_format=True)
 
 
-def _frontal(rng, found, size):
+def _frontal(rng: np.random.Generator, found: list[fnd.Finding],
+             size: int) -> tuple[np.ndarray, list[np.ndarray]]:
   p = anatomy.sample_patient(rng)
   return render.render_frontal(p, found, size, size,
                                int(rng.integers(1 << 31)))
@@ -81,13 +83,13 @@ def _box(m: np.ndarray) -> list[int] | None:
 
 
 def _components(m: np.ndarray) -> list[np.ndarray]:
-  from scipy import ndimage  # pylint: disable=g-import-not-at-top
   lab, n = ndimage.label(m)
   return [lab == i for i in range(1, n + 1)]
 
 
 @dataclasses.dataclass
 class Ctx:
+  """Where and how big one localized set is; collects its ground truth."""
   root: str
   size: int
   seed: int
@@ -95,7 +97,9 @@ class Ctx:
   truth: list
 
 
-def _record(ctx, dataset, path, subject, found, masks, extra=None):
+def _record(ctx: Ctx, dataset: str, path: str, subject: str,
+            found: list[fnd.Finding], masks: list[np.ndarray],
+            extra: dict | None = None) -> None:
   ctx.truth.append({
       "dataset": dataset, "path": path, "subject_id": subject,
       "height": ctx.size, "width": ctx.size, **(extra or {}),
@@ -117,7 +121,9 @@ def siim(ctx: Ctx) -> int:
                                    seed=found[0].seed + 1)]
     img, masks = _frontal(rng, found, ctx.size)
     image_id = _uid(rng)
-    sub = os.path.join(d, "dicom-images-train", image_id + ".1", image_id + ".2")
+    # dicom-images-train/<study uid>/<series uid>/<instance uid>.dcm
+    sub = os.path.join(d, "dicom-images-train", image_id + ".1",
+                       image_id + ".2")
     os.makedirs(sub, exist_ok=True)
     write_dicom(os.path.join(sub, image_id + ".dcm"), img, image_id,
                 patient_id=f"siim{i:05d}")
@@ -307,6 +313,8 @@ def ms_cxr(root: str, mimic_truth: list[dict]) -> int:
                            "consolidation", "lung_opacity", "pneumonia",
                            "atelectasis", "edema", "cardiomegaly"):
         continue
+      if not f.get("sentence"):
+        continue  # MS-CXR phrases come from the study's report text
       m = rle.decode(f["mask_rle"], t["height"], t["width"])
       phrase = phrase_of(f)
       for c in _components(m) or []:
@@ -326,7 +334,19 @@ def ms_cxr(root: str, mimic_truth: list[dict]) -> int:
 
 
 def phrase_of(f: dict) -> str:
-  """A short report-style phrase naming the finding and its location."""
+  """The report's own words for the finding, as MS-CXR phrases are.
+
+  The finding's report sentence without a leading "There is a" and the
+  final period (a fragment of the report modulo line wrapping), or a short
+  generated phrase when the sentence holds a comma (kept out of the CSV's
+  free-text column) or is missing.
+  """
+  sent = (f.get("sentence") or "").rstrip(".")
+  for lead in ("There is an ", "There is a ", "There is "):
+    if sent.startswith(lead):
+      sent = sent[len(lead):]
+  if sent and "," not in sent:
+    return sent
   side = f.get("side") or ""
   zone = {"upper": "upper", "middle": "mid", "lower": "lower"}.get(
       f.get("zone") or "", "")
@@ -341,12 +361,14 @@ def phrase_of(f: dict) -> str:
 
 
 def write_truth(path: str, lines: list[str]) -> None:
+  """Writes JSON lines."""
   with open(path, "w") as f:
     for ln in lines:
       f.write(ln + "\n")
 
 
 def dumps(records: list[dict]) -> list[str]:
+  """One canonical (key-sorted) JSON line per record."""
   return [json.dumps(r, sort_keys=True) for r in records]
 
 

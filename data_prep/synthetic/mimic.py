@@ -8,7 +8,6 @@ import csv
 import dataclasses
 import gzip
 import io
-import json
 import os
 from typing import Sequence
 
@@ -93,13 +92,19 @@ def write_report(rng: np.random.Generator, found: Sequence[fnd.Finding],
   section = reports.labeled_section(style, fsents, isents)
   labels = None if section is None else reports.aggregate(section,
                                                           CHEXPERT_LABELS)
+  # The FINDINGS-section sentence of each finding (in `found` order); every
+  # style but "no_text" prints those sentences.
+  own = [None] * len(found)
+  for k, i in enumerate(order):
+    own[i] = None if style == "no_text" else fsents[k]
   info = {"style": style, "findings": [s.text for s in fsents],
-          "impression": [s.text for s in isents]}
+          "impression": [s.text for s in isents], "sentences": own}
   return text, labels, info
 
 
 @dataclasses.dataclass
 class SubjectJob:
+  """One subject to render in a worker (all studies, all views)."""
   index: int
   subject_id: int
   study_ids: list[int]
@@ -149,7 +154,8 @@ def render_subject(job: SubjectJob) -> dict:
       did = dicom_id(rng)
       ap = view == "AP"
       p = dataclasses.replace(anatomy.sample_patient(rng, ap=ap),
-                              ctr=base_patient.ctr * (1.12 if ap else 1.0))
+                              ctr=base_patient.ctr * (1.12 if ap else 1.0),
+                              texture_seed=base_patient.texture_seed)
       h, w = render.output_shape(job.image_size)
       seed = int(rng.integers(1 << 31))
       frontal = view in ("PA", "AP")
@@ -165,7 +171,8 @@ def render_subject(job: SubjectJob) -> dict:
       rows.append([did, job.subject_id, study_id, desc_of(views), vp, h, w,
                    date, time_, desc_of(views), code, orient])
       truth.append(_truth("mimic", "mimic-cxr-jpg/" + rel, job, study_id, did,
-                          view, found if frontal else [], masks, labels, h, w))
+                          view, found if frontal else [], masks, labels, h, w,
+                          info["sentences"], info["style"]))
     if labels is not None:
       chex.append([job.subject_id, study_id] + [labels[n] for n in
                                                 CHEXPERT_LABELS])
@@ -174,34 +181,47 @@ def render_subject(job: SubjectJob) -> dict:
 
 
 def desc_of(views: Sequence[str]) -> str:
+  """PerformedProcedureStepDescription for the views of a study."""
   if views[0] == "AP":
     return "CHEST (PORTABLE AP)"
   return "CHEST (PA AND LAT)" if len(views) > 1 else "CHEST (PA)"
 
 
-def _truth(dataset, path, job, study_id, did, view, found, masks, labels, h,
-           w) -> dict:
+def _truth(dataset: str, path: str, job: SubjectJob, study_id: int,
+           did: str, view: str, found: Sequence[fnd.Finding],
+           masks: Sequence[np.ndarray], labels: dict | None, h: int, w: int,
+           sentences: Sequence[reports.Sentence | None], style: str) -> dict:
+  """One ground-truth record: findings with boxes, masks and sentences.
+
+  `sentence` is the report sentence stating the finding (None when the
+  report has no usable text) and `sentence_labels` the CheXpert labels that
+  sentence implies on its own.
+  """
   items = []
-  for f, m in zip(found, masks):
+  for f, m, sent in zip(found, masks, sentences):
     ys, xs = np.nonzero(m)
     box = ([int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
             int(ys.max() - ys.min() + 1)] if ys.size else None)
     items.append({**f.to_json(), "label": f.label, "box": box,
-                  "mask_rle": rle.encode(m)})
+                  "mask_rle": rle.encode(m),
+                  "sentence": None if sent is None else sent.text,
+                  "sentence_labels": None if sent is None else dict(
+                      sent.labels)})
   return {"dataset": dataset, "path": path, "subject_id": job.subject_id,
           "study_id": study_id, "dicom_id": did, "view": view, "height": h,
-          "width": w, "findings": items,
+          "width": w, "report_style": style, "findings": items,
           "labels": None if labels is None else {
               k: (None if np.isnan(v) else v) for k, v in labels.items()}}
 
 
-def _fmt(v) -> str:
+def _fmt(v: object) -> str:
   if isinstance(v, float):
     return "" if np.isnan(v) else f"{v:.1f}"
   return str(v)
 
 
-def write_csv_gz(path: str, header: Sequence[str], rows) -> None:
+def write_csv_gz(path: str, header: Sequence[str],
+                 rows: Sequence[Sequence[object]]) -> None:
   """Deterministic gzip (mtime 0) CSV with the real value conventions."""
   buf = io.StringIO()
   w = csv.writer(buf, lineterminator="\n")
@@ -253,7 +273,3 @@ def finish(root: str, results: list[dict], splits: dict[int, str],
                                                results),
           "labelled_studies": len(chex), "images_per_split": counts}
 
-
-def truth_lines(results: list[dict]) -> list[str]:
-  return [json.dumps(t, sort_keys=True) for res in results
-          for t in res["truth"]]

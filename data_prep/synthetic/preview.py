@@ -12,7 +12,7 @@ COLOURS = [(255, 64, 64), (64, 200, 255), (255, 200, 0), (120, 255, 120),
            (255, 120, 255), (255, 150, 60)]
 
 
-def _font(size: int):
+def _font(size: int) -> ImageFont.ImageFont:
   try:
     return ImageFont.load_default(size=size)
   except TypeError:  # Pillow without FreeType support

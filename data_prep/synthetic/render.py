@@ -10,6 +10,7 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from data_prep.synthetic import anatomy
 from data_prep.synthetic import findings as fnd
@@ -26,7 +27,8 @@ def output_shape(image_size: int | str, aspect: float = 2544 / 3056,
   return (h, h) if square else (h, int(round(h * aspect)))
 
 
-def _resize(a: np.ndarray, height: int, width: int, nearest: bool) -> np.ndarray:
+def _resize(a: np.ndarray, height: int, width: int,
+            nearest: bool) -> np.ndarray:
   if a.shape == (height, width):
     return a
   im = Image.fromarray(a)
@@ -67,10 +69,11 @@ def render_lateral(p: anatomy.Patient, height: int, width: int,
   return _expose_at(img, p, np.random.default_rng(seed), height, width)
 
 
-def _expose_at(img, p, rng, height, width):
+def _expose_at(img: np.ndarray, p: anatomy.Patient,
+               rng: np.random.Generator, height: int,
+               width: int) -> np.ndarray:
   """Exposure at working resolution, resize, then noise at output size."""
-  from scipy import ndimage  # pylint: disable=g-import-not-at-top
-  img = ndimage.gaussian_filter(img, max(0.6, img.shape[0] / 300))
+  img = ndimage.gaussian_filter(img, max(0.6, img.shape[0] / 220))
   x = np.clip(img / 255.0, 0, 1) ** p.exposure * 255.0 + p.brightness
   x = np.clip(x, 0, 255).astype(np.float32)
   if x.shape != (height, width):

@@ -19,6 +19,7 @@ NAN = float("nan")
 
 @dataclasses.dataclass(frozen=True)
 class Sentence:
+  """A report sentence and the CheXpert labels it implies on its own."""
   text: str
   labels: Mapping[str, float]  # observation -> 1 / 0 / -1
 
@@ -37,9 +38,17 @@ def _zone(f: fnd.Finding) -> str:
           None: "lower"}[f.zone]
 
 
+def _where(f: fnd.Finding) -> str:
+  """"the right lower lung" / "both lower lungs" (side and zone words)."""
+  if f.side == "bilateral":
+    return f"both {_zone(f)} lungs"
+  return f"the {_side(f)} {_zone(f)} lung"
+
+
 def describe(f: fnd.Finding, rng: np.random.Generator) -> Sentence:
   """One sentence stating `f` with its side, zone, severity and certainty."""
   side, zone, sev = _side(f), _zone(f), f.severity
+  where = _where(f)
   sev_adj = {"small": "mild", "moderate": "moderate", "large": "severe"}[sev]
   unc = f.certainty == "uncertain"
   label = f.label
@@ -59,23 +68,21 @@ def describe(f: fnd.Finding, rng: np.random.Generator) -> Sentence:
             _choice(rng, [f"{sev.capitalize()} {side} apical pneumothorax.",
                           f"There is a {sev} {side} pneumothorax."]))
   elif t == "consolidation":
-    text = (f"Possible consolidation in the {side} {zone} lung." if unc else
-            _choice(rng, [f"Focal consolidation in the {side} {zone} lung.",
+    text = (f"Possible consolidation in {where}." if unc else
+            _choice(rng, [f"Consolidation in {where}.",
                           f"Dense {side} {zone} lung consolidation."]))
   elif t == "lung_opacity":
     text = (f"Subtle {side} {zone} lung opacity may be due to overlapping "
             "soft tissue." if unc else _choice(rng, [
-                f"Patchy opacity in the {side} {zone} lung.",
-                f"There is an ill-defined opacity in the {side} {zone} "
-                "lung."]))
+                f"Patchy opacity in {where}.",
+                f"There is an ill-defined opacity in {where}."]))
     if unc:
       label = "Lung Opacity"
   elif t == "pneumonia":
-    text = (f"Cannot exclude early pneumonia in the {side} {zone} lung."
+    text = (f"Cannot exclude early pneumonia in {where}."
             if unc else _choice(rng, [
                 f"{side.capitalize()} {zone} lung pneumonia.",
-                f"Findings consistent with pneumonia in the {side} {zone} "
-                "lung."]))
+                f"Findings consistent with pneumonia in {where}."]))
   elif t == "atelectasis":
     if unc:
       text = f"Streaky {side} basilar opacity, possibly atelectasis."
@@ -94,10 +101,9 @@ def describe(f: fnd.Finding, rng: np.random.Generator) -> Sentence:
   elif t in ("nodule", "mass"):
     size = (f"{int(rng.integers(6, 15))} mm" if t == "nodule" else
             f"{rng.uniform(3.1, 5.5):.1f} cm")
-    text = (f"Possible {t} in the {side} {zone} lung." if unc else
-            _choice(rng, [f"A {size} {t} in the {side} {zone} lung.",
-                          f"There is a {size} {t} projecting over the {side} "
-                          f"{zone} lung."]))
+    text = (f"Possible {t} in {where}." if unc else
+            _choice(rng, [f"A {size} {t} in {where}.",
+                          f"There is a {size} {t} projecting over {where}."]))
   elif t == "cardiomegaly":
     text = ("Borderline cardiomegaly." if unc else _choice(rng, [
         f"{sev_adj.capitalize()} cardiomegaly.",
@@ -191,6 +197,17 @@ def _wrap(sentences: Sequence[str], numbered: bool = False) -> list[str]:
   return textwrap.wrap("  ".join(sentences), 78)
 
 
+def _technique(view_desc: str, rng: np.random.Generator) -> str:
+  """The TECHNIQUE line, consistent with the views taken."""
+  if "AP" in view_desc.replace("(", " ").replace(")", " ").split():
+    return _choice(rng, ["Portable AP chest.", "Chest AP upright.",
+                         "Single frontal view of the chest."])
+  if "LAT" in view_desc:
+    return _choice(rng, ["Chest PA and lateral.",
+                         "PA and lateral views of the chest."])
+  return "Chest PA."
+
+
 def format_report(
     findings: Sequence[str], impression: Sequence[str], *, style: str,
     view_desc: str, rng: np.random.Generator,
@@ -214,12 +231,13 @@ def format_report(
                            "interval change?", "eval for acute process",
                            "assess tube position"])
   sex = _choice(rng, ["man", "woman"])
+  comparison = "Chest radiograph from ___"
   title = f" {'FINAL REPORT':^78}".rstrip()
   body: list[list[str]] = [
       [f"EXAMINATION:  {view_desc}"],
       [f"INDICATION:  ___ year old {sex} with {reason}  // {question}"],
-      [f"TECHNIQUE:  {_choice(rng, ['Chest PA and lateral', 'Portable AP chest', 'Chest AP upright'])}"],
-      [f"COMPARISON:  {_choice(rng, ['___', 'None.', 'Chest radiograph from ___'])}"],
+      [f"TECHNIQUE:  {_technique(view_desc, rng)}"],
+      [f"COMPARISON:  {_choice(rng, ['___', 'None.', comparison])}"],
   ]
   # Single-section styles carry the FINDINGS sentences only (the impression
   # would repeat them).
