@@ -99,7 +99,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.text.tfidf.update(dict(dim=32, min_df=1))
     c.text.word.update(dict(dim=16, min_count=1, epochs=5))
     c.text.paragraph.update(dict(dim=16, min_count=1, epochs=10))
-    c.text.dan.update(dict(hidden=(16,), steps=50, batch_size=16,
+    c.text.dan.update(dict(hidden=(16,), steps=50, batch_size=16, lr=1e-2,
                            max_tokens=64))
     c.align.dim = 8
     # Low-dimensional games need a stronger pull to orthogonality and a

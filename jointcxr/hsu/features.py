@@ -21,11 +21,15 @@ from jointcxr.hsu import dan as dan_lib
 from jointcxr.hsu import text_features as tf_lib
 
 
-def _word_vectors(cfg: mlc.ConfigDict, corpus: Sequence[str], seed: int
+def _word_vectors(cfg: mlc.ConfigDict, corpus: Sequence[str],
+                  splits: Sequence[Sequence[str]], seed: int
                   ) -> tf_lib.WordVectors:
   sents = [s for doc in corpus for s in tf_lib.section_sentences(doc)]
   if cfg.glove_path:
-    vocab = {t for s in sents for t in s}
+    # Pretrained vectors are independent of our splits, so every word that
+    # will be embedded may use them; the rest of the file is not loaded.
+    vocab = {t for s in sents for t in s} | {
+        t for docs in splits for d in docs for t in tf_lib.tokenize(d)}
     return tf_lib.read_glove(cfg.glove_path, vocab=vocab)
   w = cfg.word
   if not any(sents):
@@ -69,7 +73,7 @@ def compute_text(family: str, train_docs: Sequence[str],
                                 seed=seed)
     stats["empty"] = [int((np.abs(o).sum(1) == 0).sum()) for o in out]
   elif family in ("word", "sentence", "dan"):
-    wv = _word_vectors(cfg, word_corpus or train_docs, seed)
+    wv = _word_vectors(cfg, word_corpus or train_docs, splits, seed)
     stats["vocab"] = len(wv.words)
     if family == "word":
       res = [tf_lib.mean_word_vectors(tok(s), wv) for s in splits]

@@ -44,13 +44,13 @@ def init_variables(model: densenet.DenseNet, image_size: int, seed: int
   return nn.meta.unbox(v)
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+def _flatten(tree: dict, prefix: str = "") -> dict:
   out = {}
   for k, v in tree.items():
     if isinstance(v, dict) or hasattr(v, "items"):
       out.update(_flatten(dict(v), f"{prefix}{k}/"))
     else:
-      out[f"{prefix}{k}"] = np.asarray(v)
+      out[f"{prefix}{k}"] = v
   return out
 
 
@@ -68,7 +68,7 @@ def _unflatten(flat: dict[str, np.ndarray]) -> dict:
 def save_variables(path: str, variables: dict) -> None:
   """Writes variables as flat safetensors (keys "params/conv0/kernel"...)."""
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
-  save_file({k: np.ascontiguousarray(v, np.float32)
+  save_file({k: np.ascontiguousarray(np.asarray(v), np.float32)
              for k, v in _flatten(variables).items()}, path)
 
 
@@ -92,7 +92,8 @@ def load_variables(path: str, model: densenet.DenseNet, image_size: int
                                                           0)))
   missing = sorted(set(target) - set(flat))
   extra = sorted(set(flat) - set(target))
-  bad = [k for k in target if k in flat and flat[k].shape != target[k].shape]
+  bad = [k for k in target
+         if k in flat and tuple(flat[k].shape) != tuple(target[k].shape)]
   if missing or extra or bad:
     raise ImageFeatureError(
         f"{path} does not fit the DenseNet: {len(missing)} missing (e.g. "
