@@ -27,7 +27,23 @@ FROZEN = "frozen"
 
 def schedule(cfg: Mapping[str, Any], base_lr: float, total_steps: int,
              steps_per_epoch: int) -> Callable:
-  """A learning-rate schedule (step -> lr) from the optim config."""
+  """A learning-rate schedule (optimizer step -> lr) from the optim config.
+
+  Args:
+    cfg: `schedule` (constant | warmup_cosine | step | cosine_per_epoch)
+      and its keys: warmup_steps, end_factor; step_epochs, step_factor;
+      eta_min.
+    base_lr: peak learning rate.
+    total_steps: optimizer steps of the run (cosine decay length).
+    steps_per_epoch: optimizer steps per epoch (StepLR boundaries, LoVT's
+      T_max).
+
+  Returns:
+    A function of the step count.
+
+  Raises:
+    ValueError: an unknown schedule.
+  """
   kind = cfg.get("schedule", "constant")
   warm = int(cfg.get("warmup_steps", 0))
   if kind == "constant":
@@ -48,7 +64,10 @@ def schedule(cfg: Mapping[str, Any], base_lr: float, total_steps: int,
   raise ValueError(f"unknown schedule {kind!r}")
 
 
-def _base(name: str, lr, wd: float, cfg) -> optax.GradientTransformation:
+def _base(name: str, lr: Any, wd: float, cfg: Mapping[str, Any]
+          ) -> optax.GradientTransformation:
+  # AdamW decays decoupled (PyTorch AdamW); Adam and SGD add wd * p to the
+  # gradient first (PyTorch's `weight_decay` of those optimisers).
   if name == "adamw":
     return optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999),
                        eps=cfg.get("eps", 1e-8), weight_decay=wd)
@@ -64,13 +83,22 @@ def _base(name: str, lr, wd: float, cfg) -> optax.GradientTransformation:
   raise ValueError(f"unknown optimizer {name!r}; expected adamw, adam, sgd")
 
 
-def _path(kp) -> str:
+def _path(kp: Sequence[Any]) -> str:
   return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in kp)
 
 
-def group_labels(params, groups: Sequence[Mapping[str, Any]],
+def group_labels(params: Any, groups: Sequence[Mapping[str, Any]],
                  frozen: Sequence[str]) -> Any:
-  """Tree of group names: frozen patterns first, then groups, else 'default'."""
+  """Tree of group names: frozen patterns first, then groups, else 'default'.
+
+  Args:
+    params: the parameter tree (or its shapes).
+    groups: ordered {"name", "regex", ...} dicts; the first match wins.
+    frozen: regexes of frozen parameter paths ("txt/embed_word/embedding").
+
+  Returns:
+    A tree of group names like `params`.
+  """
   frozen_rx = [re.compile(f) for f in frozen]
   group_rx = [(g["name"], re.compile(g["regex"])) for g in groups]
 
@@ -87,10 +115,23 @@ def group_labels(params, groups: Sequence[Mapping[str, Any]],
 
 
 class Optimizer:
-  """Grouped optax optimizer with partial (per-group) updates."""
+  """Grouped optax optimizer with partial (per-group) updates.
 
-  def __init__(self, cfg: Mapping[str, Any], params_like, total_steps: int,
-               steps_per_epoch: int):
+  Every group takes the top-level optim keys (optimizer, lr, wd, schedule,
+  clip_norm, ...) overridden by its own dict; `clip_norm` clips the global
+  norm of the group's gradients alone (JoImTeRNet clips per encoder).
+  """
+
+  def __init__(self, cfg: Mapping[str, Any], params_like: Any,
+               total_steps: int, steps_per_epoch: int):
+    """Builds the optax transformation.
+
+    Args:
+      cfg: the optim config section (as a dict).
+      params_like: parameter tree (arrays or shapes) for the group labels.
+      total_steps: optimizer steps of the run.
+      steps_per_epoch: optimizer steps per epoch.
+    """
     cfg = dict(cfg)
     self.labels = group_labels(params_like, cfg.get("groups", ()),
                                cfg.get("frozen", ()))
@@ -115,14 +156,30 @@ class Optimizer:
       self.schedules[name] = sched
     self.tx = optax.multi_transform(self.txs, self.labels)
 
-  def init(self, params):
+  def init(self, params: Any) -> Any:
+    """The optimizer state of `params`."""
     return self.tx.init(params)
 
-  def update(self, grads, state, params):
+  def update(self, grads: Any, state: Any, params: Any) -> tuple[Any, Any]:
+    """(updates, new state) of one step of every group."""
     return self.tx.update(grads, state, params)
 
-  def update_groups(self, grads, state, params, groups: Sequence[str]):
-    """Steps only `groups`; other groups keep parameters and state."""
+  def update_groups(self, grads: Any, state: Any, params: Any,
+                    groups: Sequence[str]) -> tuple[Any, Any]:
+    """Steps only `groups`; other groups keep parameters and state.
+
+    JoImTeRNet's MLM steps use this: they update the text optimizer and
+    leave the image optimizer (its moments and step count) untouched.
+
+    Args:
+      grads: gradients of every parameter.
+      state: the optimizer state.
+      params: the parameters.
+      groups: names of the groups to step.
+
+    Returns:
+      (updates, new state): zero updates and the old state elsewhere.
+    """
     updates, new_state = self.tx.update(grads, state, params)
     keep = jax.tree.map(lambda lab: lab in groups, self.labels)
     updates = jax.tree.map(lambda u, k: u if k else jnp.zeros_like(u),
@@ -133,5 +190,6 @@ class Optimizer:
         inner[name] = state.inner_states[name]
     return updates, new_state._replace(inner_states=inner)
 
-  def learning_rates(self, step) -> dict:
+  def learning_rates(self, step: Any) -> dict:
+    """{"lr/<group>": learning rate at `step`} for logging."""
     return {f"lr/{n}": s(step) for n, s in self.schedules.items()}

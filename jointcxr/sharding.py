@@ -7,13 +7,15 @@ is an ordered list of (regex on the parameter path, tactic):
 
 - "replicate": every device holds the whole array;
 - "fsdp(axis='fsdp')" (or `fsdp`, `fsdp(axis='data')`): shard the largest
-  dimension divisible by the axis size (arrays under `min_size` elements are
-  replicated: not worth the communication);
+  dimension divisible by the axis size (arrays under 4096 elements are
+  replicated: not worth the communication; so is everything when the mesh
+  has no such axis);
 - "logical": the model's logical axis annotations mapped through
   `config.logical_axis_rules` (e.g. [("mlp", "model"), ("heads", "model")]).
 
 Optimizer-state leaves follow the parameter they mirror (their path ends
-with the parameter's path).
+with the parameter's path). The batch is split over the `data` and `fsdp`
+axes together (`batch_axes`); `model` axes see the whole micro-batch.
 """
 
 import re
@@ -27,8 +29,21 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 BATCH_AXES = ("data", "fsdp")
 
 
-def make_mesh(spec: Sequence[tuple[str, int]], devices=None) -> Mesh:
-  """Builds a Mesh from [(name, size), ...]; one size may be -1."""
+def make_mesh(spec: Sequence[tuple[str, int]],
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Builds a Mesh (Auto axes) from [(name, size), ...].
+
+  Args:
+    spec: axis names and sizes; one size may be -1 ("the rest").
+    devices: devices to use (default: all, in `jax.devices()` order, which
+      keeps each process's devices together along the first axis).
+
+  Returns:
+    The `jax.sharding.Mesh`.
+
+  Raises:
+    ValueError: the sizes do not fit the number of devices.
+  """
   devices = list(jax.devices() if devices is None else devices)
   names = [n for n, _ in spec]
   sizes = [int(s) for _, s in spec]
@@ -50,10 +65,37 @@ def batch_axes(mesh: Mesh) -> tuple[str, ...]:
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading dimension split over `batch_axes(mesh)`, the rest replicated."""
   return NamedSharding(mesh, P(batch_axes(mesh)))
 
 
-def _path(key_path) -> str:
+def data_parallelism(mesh: Mesh) -> int:
+  """Number of batch shards (product of the batch axes' sizes)."""
+  return int(np.prod([mesh.shape[a] for a in batch_axes(mesh)]))
+
+
+def logical_rules(rules: Sequence[tuple[str, Any]], mesh: Mesh
+                  ) -> list[tuple[str, Any]]:
+  """`config.logical_axis_rules` restricted to the axes `mesh` has.
+
+  Args:
+    rules: (logical name, mesh axis | tuple of axes | None) pairs.
+    mesh: the mesh.
+
+  Returns:
+    Rules for `nn.logical_axis_rules` naming only existing axes (a rule
+    whose axes are all missing maps to None: replicated).
+  """
+  out = []
+  for name, axes in rules:
+    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    kept = tuple(a for a in axes if a in mesh.axis_names)
+    out.append((name, kept[0] if len(kept) == 1 else (kept or None)))
+  return out
+
+
+def _path(key_path: Sequence[Any]) -> str:
+  """"img/encoder/kernel" from a jax key path."""
   parts = []
   for k in key_path:
     parts.append(str(getattr(k, "key", getattr(k, "name", getattr(
@@ -62,13 +104,21 @@ def _path(key_path) -> str:
 
 
 def parse_tactic(tactic: str) -> tuple[str, dict]:
+  """"fsdp(axis='fsdp')" -> ("fsdp", {"axis": "fsdp"}).
+
+  Raises:
+    ValueError: malformed, or not replicate / fsdp / logical.
+  """
   m = re.fullmatch(r"\s*(\w+)\s*(?:\((.*)\))?\s*", tactic)
   if not m:
     raise ValueError(f"bad sharding tactic {tactic!r}")
   kwargs = {}
   for part in filter(None, (p.strip() for p in (m.group(2) or "").split(
       ","))):
-    k, v = part.split("=")
+    if "=" not in part:
+      raise ValueError(f"bad sharding tactic {tactic!r}: {part!r} is not "
+                       "key=value")
+    k, v = part.split("=", 1)
     kwargs[k.strip()] = v.strip().strip("'\"")
   name = m.group(1)
   if name not in ("replicate", "fsdp", "logical"):
@@ -77,7 +127,9 @@ def parse_tactic(tactic: str) -> tuple[str, dict]:
   return name, kwargs
 
 
-def _fsdp_spec(shape, mesh, axis, min_size=2 ** 12) -> P:
+def _fsdp_spec(shape: Sequence[int], mesh: Mesh, axis: str,
+               min_size: int = 2 ** 12) -> P:
+  """Largest dimension divisible by the axis size; small arrays replicated."""
   if axis not in mesh.axis_names or int(np.prod(shape)) < min_size:
     return P()
   n = mesh.shape[axis]
@@ -90,10 +142,40 @@ def _fsdp_spec(shape, mesh, axis, min_size=2 ** 12) -> P:
   return P()
 
 
-def param_specs(abstract_params, rules: Sequence[tuple[str, str]],
+def _keep_mesh_axes(spec: P, mesh: Mesh) -> P:
+  """Drops axis names the mesh does not have (e.g. "model" on a 1-D mesh)."""
+  out = []
+  for a in spec:
+    if isinstance(a, (tuple, list)):
+      kept = tuple(x for x in a if x in mesh.axis_names)
+      out.append(kept[0] if len(kept) == 1 else (kept or None))
+    else:
+      out.append(a if a in mesh.axis_names else None)
+  return P(*out)
+
+
+def param_specs(abstract_params: Any, rules: Sequence[tuple[str, str]],
                 mesh: Mesh, logical_rules: Sequence[tuple[str, Any]] = (),
-                boxed_params=None) -> Any:
-  """PartitionSpecs for a (plain) parameter tree by the ordered rules."""
+                boxed_params: Any = None) -> Any:
+  """PartitionSpecs for a (plain) parameter tree by ordered (regex, tactic).
+
+  The first rule whose regex matches (`re.search`) a parameter's path
+  ("img/conv_init/kernel") decides; unmatched parameters are replicated.
+
+  Args:
+    abstract_params: parameter tree (arrays or ShapeDtypeStructs, unboxed).
+    rules: ordered (regex, tactic) pairs (see the module docstring).
+    mesh: the mesh.
+    logical_rules: (logical name, mesh axes) pairs for "logical".
+    boxed_params: the same tree with `nn.LogicallyPartitioned` boxes (from
+      `init` before unboxing); needed by "logical".
+
+  Returns:
+    A tree of `PartitionSpec`s like `abstract_params`.
+
+  Raises:
+    ValueError: a bad tactic.
+  """
   logical = {}
   if boxed_params is not None:
     specs = nn.get_partition_spec(boxed_params)
@@ -111,30 +193,51 @@ def param_specs(abstract_params, rules: Sequence[tuple[str, str]],
           return P()
         if name == "fsdp":
           return _fsdp_spec(leaf.shape, mesh, kw.get("axis", "fsdp"))
-        s = logical.get(path, P())
-        return P(*[a if a in mesh.axis_names else None for a in s])
+        return _keep_mesh_axes(logical.get(path, P()), mesh)
     return P()
 
   return jax.tree_util.tree_map_with_path(spec_for, abstract_params)
 
 
-def mirror_specs(tree, param_spec_tree) -> Any:
-  """Specs for a tree (e.g. optimizer state) whose leaves mirror params."""
-  by_path = {}
-  for kp, s in jax.tree_util.tree_flatten_with_path(
-      param_spec_tree, is_leaf=lambda x: isinstance(x, P))[0]:
-    by_path[_path(kp)] = s
+def mirror_specs(tree: Any, param_spec_tree: Any,
+                 params_like: Any = None) -> Any:
+  """Specs for a tree (e.g. optimizer state) whose leaves mirror params.
+
+  A leaf gets the spec of the parameter whose path is the longest suffix
+  of its own path (at a "/" boundary: "opt/0/mu/img/kernel" mirrors
+  "img/kernel") and, when `params_like` is given, whose shape it has;
+  anything else (step counts, scalars) is replicated.
+
+  Args:
+    tree: the tree to shard (arrays or ShapeDtypeStructs).
+    param_spec_tree: `param_specs` output.
+    params_like: the parameter tree, to check shapes.
+
+  Returns:
+    A tree of `PartitionSpec`s like `tree`.
+  """
+  flat = jax.tree_util.tree_flatten_with_path(
+      param_spec_tree, is_leaf=lambda x: isinstance(x, P))[0]
+  by_path = {_path(kp): s for kp, s in flat}
+  shapes = {}
+  if params_like is not None:
+    shapes = {_path(kp): tuple(x.shape) for kp, x in
+              jax.tree_util.tree_flatten_with_path(params_like)[0]}
 
   def spec_for(kp, leaf):
-    path = _path(kp)
-    for ppath, s in by_path.items():
-      if path.endswith(ppath) and len(s) <= len(getattr(leaf, "shape", ())):
-        return s
+    parts = _path(kp).split("/")
+    shape = tuple(getattr(leaf, "shape", ()))
+    for i in range(len(parts)):
+      cand = "/".join(parts[i:])
+      if cand in by_path and len(by_path[cand]) <= len(shape) and (
+          cand not in shapes or shapes[cand] == shape):
+        return by_path[cand]
     return P()
 
   return jax.tree_util.tree_map_with_path(spec_for, tree)
 
 
-def to_shardings(spec_tree, mesh: Mesh):
+def to_shardings(spec_tree: Any, mesh: Mesh) -> Any:
+  """PartitionSpec tree -> NamedSharding tree on `mesh`."""
   return jax.tree.map(lambda s: NamedSharding(mesh, s), spec_tree,
                       is_leaf=lambda x: isinstance(x, P))
