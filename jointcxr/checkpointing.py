@@ -1,21 +1,30 @@
 """Orbax checkpoints: async saves, keep N, restore onto any mesh, fall back.
 
-A checkpoint holds the train state (params, batch_stats, optimizer state,
-step, rng: `StandardSave`, restored against the abstract *sharded* state so
-a run can resume on a different topology) and a JSON item with the input
-pipeline position and host-side RNG state (`JsonSave`), which is what makes
-resumption exact. If the latest checkpoint is unreadable (a crash during a
-write, a truncated file), the previous ones are tried in turn with a clear
-log line; a checkpoint of another model fails with a one-line error naming
-the mismatch.
+A checkpoint `<dir>/<step>/` holds two items:
+
+- `state`: the train state (params, batch_stats, optimizer state, step,
+  rng, NaN counters) through `StandardSave`, restored against the abstract
+  *sharded* state of the current run, so a run can resume on a different
+  topology (orbax reshards on read);
+- `data`: JSON with the input-pipeline position and everything else on the
+  host that the next steps depend on (`JsonSave`), which is what makes a
+  resumed run continue exactly.
+
+Saves are asynchronous (the step loop continues while tensorstore writes);
+orbax commits a step directory atomically, so a crash mid-write leaves no
+half checkpoint that looks complete. A checkpoint that is nevertheless
+unreadable (a truncated or overwritten file) is moved aside to
+`<step>.unreadable-<n>` and the previous one is tried, with a warning line;
+a checkpoint of another model (different tree or shapes) is a one-line
+`CheckpointError` naming the mismatch, never a silent partial load.
 """
 
 import os
-import time
 from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 
@@ -23,33 +32,88 @@ class CheckpointError(RuntimeError):
   """No usable checkpoint, or one that does not fit the model."""
 
 
+# Substrings of orbax/tensorstore errors that mean "wrong model", as opposed
+# to "damaged files".
+_MISMATCH = ("shape", "structure", "tree", "does not match", "mismatch",
+             "missing", "unexpected key")
+
+
+def _first_line(e: BaseException) -> str:
+  """One line from an orbax error: the first sentence, plus the keys a
+  tree-structure mismatch lists on the following lines."""
+  lines = str(e).strip().splitlines()
+  if not lines:
+    return type(e).__name__
+  first = lines[0].split(". ")[0].rstrip(".")
+  if first.endswith(":"):
+    keys = [ln.rstrip(":") for ln in lines[1:]
+            if ln.endswith(":") and not ln.startswith(" ")]
+    more = f" (+{len(keys) - 5} more)" if len(keys) > 5 else ""
+    first = f"{first} {', '.join(keys[:5])}{more}".rstrip(": ")
+  return first
+
+
 class Checkpointer:
   """Thin wrapper over `ocp.CheckpointManager` for (state, data) pairs."""
 
   def __init__(self, directory: str, *, keep: int = 3, every: int = 1000,
                async_save: bool = True):
+    """Opens (or creates) a checkpoint directory.
+
+    Args:
+      directory: where step directories live.
+      keep: checkpoints kept (oldest deleted first).
+      every: `save` writes steps divisible by this (or forced ones).
+      async_save: write in the background (`wait` / `close` to finish).
+    """
     self.directory = os.path.abspath(directory)
-    self.every = every
+    self.every = max(1, int(every))
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=max(1, every), create=True,
+            max_to_keep=keep, create=True,
             enable_async_checkpointing=async_save),
         item_names=("state", "data"))
 
   def all_steps(self) -> list[int]:
+    """Saved steps, oldest first."""
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state: Any, data: dict, *, force: bool = False
            ) -> bool:
-    """Saves if `step` is due (or forced); returns whether it saved."""
+    """Saves if `step` is due (a multiple of `every`) or forced.
+
+    Args:
+      step: the step number (the directory name).
+      state: pytree of global jax.Arrays (every process calls `save`).
+      data: JSON-serialisable dict.
+      force: save even when the step is not due.
+
+    Returns:
+      Whether a save was started (False when not due or already saved).
+    """
+    if not (force or step % self.every == 0) or step in self.all_steps():
+      return False
     return self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data)),
-                             force=force)
+                             force=True)
 
   def restore(self, abstract_state: Any, step: int | None = None
               ) -> tuple[int, Any, dict] | None:
-    """Restores `step` (default: newest readable); None when there is none."""
+    """Restores `step` (default: the newest readable one).
+
+    Args:
+      abstract_state: tree of `jax.ShapeDtypeStruct`s with shardings (the
+        layout to restore into).
+      step: a specific step; None tries the newest first, then older ones.
+
+    Returns:
+      (step, state, data), or None when the directory has no checkpoint.
+
+    Raises:
+      CheckpointError: the checkpoint belongs to another model, or none is
+        readable.
+    """
     steps = [step] if step is not None else sorted(self.all_steps(),
                                                    reverse=True)
     errors = []
@@ -58,55 +122,63 @@ class Checkpointer:
         out = self.manager.restore(s, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
             data=ocp.args.JsonRestore()))
-        if errors:
-          logging.warning("resumed from step %d after skipping unreadable "
-                          "checkpoint(s): %s", s, "; ".join(errors))
-        return s, out["state"], out["data"]
-      except (ValueError, KeyError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "shape" in msg.lower() or "structure" in msg.lower() or (
-            "tree" in msg.lower()):
+      except Exception as e:  # orbax/tensorstore raise many types on damage
+        msg = _first_line(e)
+        if any(m in msg.lower() for m in _MISMATCH) and not isinstance(
+            e, (OSError,)):
           raise CheckpointError(
               f"checkpoint {self.directory}/{s} does not match this model: "
               f"{msg}") from None
         errors.append(f"step {s}: {type(e).__name__}: {msg}")
-        logging.warning("checkpoint step %d unreadable (%s); trying an "
-                        "older one", s, msg)
-        self._quarantine(s)
-      except Exception as e:  # orbax/tensorstore raise many types on damage
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        errors.append(f"step {s}: {type(e).__name__}: {msg}")
-        logging.warning("checkpoint step %d unreadable (%s); trying an "
-                        "older one", s, msg)
-        self._quarantine(s)
+        logging.warning("checkpoint step %d unreadable (%s: %s); trying an "
+                        "older one", s, type(e).__name__, msg)
+        continue
+      if errors:
+        logging.warning("resumed from step %d after setting aside "
+                        "unreadable checkpoint(s): %s", s, "; ".join(errors))
+        self._set_aside([int(e.split()[1].rstrip(":")) for e in errors])
+      return s, out["state"], out["data"]
     if errors:
       raise CheckpointError(f"no readable checkpoint in {self.directory}: "
                             + "; ".join(errors))
     return None
 
-  def _quarantine(self, step: int) -> None:
-    """Moves an unreadable step aside (never deletes it) so it can be redone."""
-    src = os.path.join(self.directory, str(step))
-    if jax.process_index() == 0 and os.path.isdir(src):
-      dst_dir = self.directory + "_unreadable"
-      os.makedirs(dst_dir, exist_ok=True)
-      dst = os.path.join(dst_dir, f"{step}-{int(time.time())}")
-      os.rename(src, dst)
-      logging.warning("moved unreadable checkpoint %s to %s", src, dst)
+  def _set_aside(self, steps: list[int]) -> None:
+    """Renames damaged step directories so the run can save them again."""
+    if jax.process_index() == 0:
+      for s in steps:
+        src = os.path.join(self.directory, str(s))
+        n = 0
+        while os.path.exists(f"{src}.unreadable-{n}"):
+          n += 1
+        if os.path.isdir(src):
+          os.rename(src, f"{src}.unreadable-{n}")
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("checkpoint_set_aside")
     self.manager.reload()
 
   def reached_preemption(self, step: int) -> bool:
+    """Whether a multi-host preemption notice asks to save at `step`."""
     return self.manager.reached_preemption(step)
 
   def wait(self) -> None:
+    """Blocks until pending async saves are committed."""
     self.manager.wait_until_finished()
 
   def close(self) -> None:
+    """Waits for pending saves and releases the manager."""
     self.manager.wait_until_finished()
     self.manager.close()
 
 
 def abstract_like(tree: Any) -> Any:
-  """ShapeDtypeStructs with shardings, for restoring onto a mesh."""
+  """ShapeDtypeStructs with shardings, for restoring onto a mesh.
+
+  Args:
+    tree: pytree of arrays (e.g. the freshly initialised state).
+
+  Returns:
+    The same tree of `jax.ShapeDtypeStruct(shape, dtype, sharding=...)`.
+  """
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
       x.shape, x.dtype, sharding=getattr(x, "sharding", None)), tree)
