@@ -63,15 +63,40 @@ _WORK_DIR = flags.DEFINE_string("work_dir", None, "Scratch directory "
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _best_rate(fn: Callable[[], int], repeats: int) -> float:
-  """Items per second of the fastest of `repeats` calls (fn returns count)."""
-  best = float("inf")
+def _cpu() -> float:
+  """CPU seconds of this process (all threads) and its reaped children.
+
+  `process_time` is precise; the children's share (worker processes of
+  the converter) only has clock-tick resolution, fine for runs of seconds.
+  """
+  t = os.times()
+  return time.process_time() + t.children_user + t.children_system
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
+  """(fn(), wall seconds, CPU seconds)."""
+  w, c = time.perf_counter(), _cpu()
+  out = fn()
+  return out, time.perf_counter() - w, _cpu() - c
+
+
+def _rates(fn: Callable[[], int], repeats: int, min_s: float = 0.3
+           ) -> dict[str, float]:
+  """Items per wall second and per CPU second, best of `repeats`.
+
+  Each measurement calls `fn` (which returns its item count) as often as
+  needed to last `min_s`. Per CPU second is items per core-second: on a
+  machine whose cores are shared with other jobs it is the stable number;
+  wall rates move with the load.
+  """
+  _, wall, _ = _timed(fn)
+  calls = max(1, int(np.ceil(min_s / max(wall, 1e-6))))
+  best_wall = best_cpu = float("inf")
   n = 0
   for _ in range(repeats):
-    t = time.perf_counter()
-    n = fn()
-    best = min(best, time.perf_counter() - t)
-  return n / best
+    n, wall, cpu = _timed(lambda: sum(fn() for _ in range(calls)))
+    best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
+  return {"per_s": n / best_wall, "per_cpu_s": n / max(best_cpu, 1e-9)}
 
 
 def _decode_full(path: str) -> np.ndarray:
@@ -105,16 +130,16 @@ def decode_limits(paths: Sequence[str], size: int, repeats: int) -> dict:
       "source_size": list(Image.open(paths[0]).size),
       "source_mib_per_image": float(np.mean([os.path.getsize(p) for p in
                                              paths]) / 2 ** 20),
-      "full_decode": _best_rate(loop(_decode_full), repeats),
-      "draft_decode": _best_rate(loop(lambda p: _decode_draft(p, size)),
+      "full_decode": _rates(loop(_decode_full), repeats),
+      "draft_decode": _rates(loop(lambda p: _decode_draft(p, size)),
                                  repeats),
-      "full_decode_resize": _best_rate(loop(lambda p: _resize(
+      "full_decode_resize": _rates(loop(lambda p: _resize(
           _decode_full(p), size)), repeats),
-      "converter_load_gray": _best_rate(loop(lambda p: images.load_gray(
+      "converter_load_gray": _rates(loop(lambda p: images.load_gray(
           p, size)), repeats),
-      "converter_load_gray_png": _best_rate(loop(lambda p: writer.encode_image(
+      "converter_load_gray_png": _rates(loop(lambda p: writer.encode_image(
           images.load_gray(p, size)[0], "png")), repeats),
-      "converter_load_gray_jpeg": _best_rate(loop(
+      "converter_load_gray_jpeg": _rates(loop(
           lambda p: writer.encode_image(images.load_gray(p, size)[0],
                                         "jpeg")), repeats),
   }
@@ -194,33 +219,32 @@ def replicate(root: str, dest: str, copies: int) -> str:
 
 
 def _convert_timed(root: str, out: str, size: int, workers: int,
-                   exclude: str | None) -> tuple[float, dict, int]:
-  """(wall seconds, manifest, images written) of one converter run."""
+                   exclude: str | None) -> tuple[float, float, dict, int]:
+  """(wall s, CPU s incl. workers, manifest, images) of one converter run."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from data_prep import mimic_cxr  # pylint: disable=g-import-not-at-top
-  t = time.perf_counter()
-  m = mimic_cxr.convert(
+  m, wall, cpu = _timed(lambda: mimic_cxr.convert(
       mimic_cxr_jpg_dir=os.path.join(root, "mimic-cxr-jpg"),
       reports_dir=os.path.join(root, "mimic-cxr-reports"), output_dir=out,
       image_size=size, num_workers=workers, examples_per_shard=16,
-      exclude_ids=exclude, overwrite=True, progress=False)
-  wall = time.perf_counter() - t
+      exclude_ids=exclude, overwrite=True, progress=False))
   builder = tfds.builder_from_directory(out)
   images = sum(len(ex["dicom_ids"]) for split in m["written"] for ex in
                tfds.as_numpy(builder.as_dataset(
                    split=split, decoders={"images":
                                           tfds.decode.SkipDecoding()})))
-  return wall, m, images
+  return wall, cpu, m, images
 
 
 def conversion(root: str, out: str, size: int, workers: Sequence[int]
                ) -> list[dict]:
-  """The whole converter per worker count: wall time and marginal rate.
+  """The whole converter per worker count: wall, CPU and marginal rates.
 
   A run pays a fixed start-up cost (worker processes importing TensorFlow,
   reading the CSVs, TFDS metadata) that a 377k-image conversion amortises;
   so each worker count is run on all studies and on a third of them, and
-  the marginal rate (extra images / extra seconds) is the steady state.
+  the marginal rates (extra images / extra seconds) are the steady state.
+  CPU seconds include the worker processes (reaped children).
   """
   with gzip.open(os.path.join(root, "mimic-cxr-jpg",
                               "mimic-cxr-2.0.0-split.csv.gz"), "rt") as f:
@@ -232,18 +256,21 @@ def conversion(root: str, out: str, size: int, workers: Sequence[int]
   _convert_timed(root, os.path.join(out, "warm"), size, 1, exclude)
   rows = []
   for n in workers:
-    t_small, _, img_small = _convert_timed(root, os.path.join(out, f"s{n}"),
-                                           size, n, exclude)
-    t_full, m, img_full = _convert_timed(root, os.path.join(out, f"f{n}"),
-                                         size, n, None)
-    marginal = (img_full - img_small) / max(t_full - t_small, 1e-9)
-    rows.append({"workers": n, "studies": m["total_written"],
-                 "images": img_full, "wall_s": t_full,
-                 "images_per_s": img_full / t_full,
-                 "small_run_images": img_small, "small_run_wall_s": t_small,
-                 "marginal_images_per_s": marginal,
-                 "marginal_images_per_s_per_core": marginal / n,
-                 "startup_s": t_small - img_small / marginal})
+    w_small, c_small, _, img_small = _convert_timed(
+        root, os.path.join(out, f"s{n}"), size, n, exclude)
+    w_full, c_full, m, img_full = _convert_timed(
+        root, os.path.join(out, f"f{n}"), size, n, None)
+    extra = img_full - img_small
+    rows.append({
+        "workers": n, "studies": m["total_written"], "images": img_full,
+        "wall_s": w_full, "cpu_s": c_full,
+        "images_per_s": img_full / w_full,
+        "small_run_images": img_small, "small_run_wall_s": w_small,
+        "small_run_cpu_s": c_small,
+        "marginal_images_per_s": extra / max(w_full - w_small, 1e-9),
+        "marginal_images_per_cpu_s": extra / max(c_full - c_small, 1e-9),
+        "startup_cpu_s": c_small - img_small * (c_full - c_small) / max(
+            extra, 1)})
   return rows
 
 
@@ -262,8 +289,19 @@ def _encoders() -> dict[str, Callable[[np.ndarray], bytes]]:
   }
 
 
-def _tf_decode_rate(blobs: list[bytes], kind: str, shape: tuple[int, int],
-                    parallel: bool, epochs: int) -> float:
+def _count(ds) -> int:
+  return int(ds.reduce(0, lambda n, x: n + 1))
+
+
+def _tf_rates(ds) -> dict[str, float]:
+  """Elements per wall and CPU second of a tf.data pipeline (after warm-up)."""
+  _count(ds)  # warm-up: graph building, caches
+  n, wall, cpu = _timed(lambda: _count(ds))
+  return {"per_s": n / wall, "per_cpu_s": n / max(cpu, 1e-9)}
+
+
+def _tf_decode_rates(blobs: list[bytes], kind: str, shape: tuple[int, int],
+                     parallel: bool, epochs: int) -> dict[str, float]:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if kind == "raw_uint8":
     fn = lambda b: tf.reshape(tf.io.decode_raw(b, tf.uint8), shape)  # noqa
@@ -273,11 +311,7 @@ def _tf_decode_rate(blobs: list[bytes], kind: str, shape: tuple[int, int],
     fn = lambda b: tf.io.decode_jpeg(b, channels=1)  # noqa: E731
   ds = tf.data.Dataset.from_tensor_slices(blobs).repeat(epochs).map(
       fn, num_parallel_calls=tf.data.AUTOTUNE if parallel else None)
-  ds = ds.map(lambda x: tf.reduce_sum(tf.cast(x[:1], tf.int32)))
-  ds.reduce(0, lambda s, x: s + 1)  # warm-up (graph building)
-  t = time.perf_counter()
-  n = int(ds.reduce(0, lambda s, x: s + 1))
-  return n / (time.perf_counter() - t)
+  return _tf_rates(ds.map(lambda x: tf.reduce_sum(tf.cast(x[:1], tf.int32))))
 
 
 def storage_formats(arrays: dict[str, list[np.ndarray]], repeats: int
@@ -288,7 +322,7 @@ def storage_formats(arrays: dict[str, list[np.ndarray]], repeats: int
     rows = {}
     for name, enc in _encoders().items():
       blobs = [enc(a) for a in arrs]
-      rate = _best_rate(lambda: len([enc(a) for a in arrs]), repeats)
+      rate = _rates(lambda: len([enc(a) for a in arrs]), repeats)
       if name == "raw_uint8":
         err = 0.0
       else:
@@ -306,18 +340,18 @@ def storage_formats(arrays: dict[str, list[np.ndarray]], repeats: int
       epochs = max(1, 2000 // len(blobs))
       rows[name] = {
           "kib_per_image": float(np.mean([len(b) for b in blobs]) / 1024),
-          "encode_per_s": rate, "mean_abs_error": err,
-          "tf_decode_per_s_1thread": _tf_decode_rate(blobs, name, shape,
-                                                     False, epochs),
-          "tf_decode_per_s_autotune": _tf_decode_rate(blobs, name, shape,
-                                                      True, epochs)}
+          "encode": rate, "mean_abs_error": err,
+          "tf_decode_1thread": _tf_decode_rates(blobs, name, shape, False,
+                                                epochs),
+          "tf_decode_autotune": _tf_decode_rates(blobs, name, shape, True,
+                                                 epochs)}
     out[source] = {"images": len(arrs), "shape": list(arrs[0].shape),
                    "formats": rows}
   return out
 
 
-def tfrecord_read(root: str, out: str, size: int) -> dict[str, float]:
-  """Examples/s reading + decoding the first image, PNG vs JPEG shards."""
+def tfrecord_read(root: str, out: str, size: int) -> dict[str, dict]:
+  """Rates of reading + decoding the first image, PNG vs JPEG shards."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from data_prep import mimic_cxr  # pylint: disable=g-import-not-at-top
@@ -336,11 +370,8 @@ def tfrecord_read(root: str, out: str, size: int) -> dict[str, float]:
         lambda ex: tf.io.decode_image(ex["images"][0], channels=1,
                                       expand_animations=False),
         num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda x: tf.reduce_sum(tf.cast(x[:1], tf.int32)))
-    ds.reduce(0, lambda s, x: s + 1)
-    t = time.perf_counter()
-    count = int(ds.reduce(0, lambda s, x: s + 1))
-    rates[enc] = count / (time.perf_counter() - t)
+    rates[enc] = _tf_rates(ds.map(lambda x: tf.reduce_sum(tf.cast(
+        x[:1], tf.int32))))
   return rates
 
 
@@ -387,7 +418,8 @@ def run(*, num_subjects: int = 16, image_size: int = 256, repeats: int = 3,
                  "python": platform.python_version(),
                  "pillow": Image.__version__,
                  "default_image_encoding": features.DEFAULT_IMAGE_ENCODING,
-                 "synthetic_generation_s": gen_s},
+                 "synthetic_generation_s": gen_s,
+                 "load_average_start": list(os.getloadavg())},
       "decode": {"synthetic_full_size": decode_limits(jpgs, image_size,
                                                       repeats)}}
   real = _real_jpeg(work_dir)
@@ -400,8 +432,8 @@ def run(*, num_subjects: int = 16, image_size: int = 256, repeats: int = 3,
                                     image_size, workers)
   draft = result["decode"]["synthetic_full_size"]["draft_decode"]
   for row in result["conversion"]:
-    row["per_core_vs_draft_decode"] = (row["marginal_images_per_s_per_core"]
-                                       / draft)
+    row["marginal_per_cpu_s_vs_draft_decode"] = (
+        row["marginal_images_per_cpu_s"] / draft["per_cpu_s"])
   stages.update()
   arrays = {"synthetic": [images.load_gray(p, image_size)[0][..., 0]
                           for p in jpgs]}
@@ -413,11 +445,12 @@ def run(*, num_subjects: int = 16, image_size: int = 256, repeats: int = 3,
     arrays["real_cr_dicom"] = [images.load_gray(real, image_size)[0][..., 0]]
   result["storage"] = storage_formats(arrays, repeats)
   stages.update()
-  result["tfrecord_read_decode_per_s"] = tfrecord_read(
+  result["tfrecord_read_decode"] = tfrecord_read(
       root, os.path.join(work_dir, "enc"), image_size)
   stages.update()
   stages.update()
   stages.close()
+  result["config"]["load_average_end"] = list(os.getloadavg())
   if tmp is not None:
     tmp.cleanup()
   return result
@@ -428,63 +461,74 @@ def _f(x: float, digits: int = 1) -> str:
 
 
 def to_markdown(r: dict[str, Any]) -> str:
-  """The results as Markdown tables."""
+  """The results as Markdown tables (rates per CPU second = per core)."""
   c = r["config"]
+  load = c["load_average_start"][0], c["load_average_end"][0]
   lines = ["# Data preparation benchmark (`python -m bench.data_prep`)", "",
            f"{c['cpu_count']} CPU cores ({c['machine']}), Pillow "
            f"{c['pillow']}, converter output {c['image_size']} px (shorter "
-           f"side); best of {c['repeats']} repeats; one run.", "",
-           "## Decode-only limits vs the converter's image step (1 process)",
-           "", "| source | images | MiB/img | full decode img/s | draft "
-           "decode img/s | draft / full | full decode + resize img/s | "
-           "converter load_gray img/s | + PNG encode | + JPEG encode | "
-           "draft vs full mean abs diff (p99) |",
+           f"side); best of {c['repeats']} repeats; one run; 1-min load "
+           f"average {_f(load[0])} at the start, {_f(load[1])} at the end. "
+           "Rates are per CPU second (= per core; CPU time of this process, "
+           "its threads and its worker processes), which stays meaningful "
+           "when the cores are shared; wall-clock rates are in "
+           "data_prep.json.", "",
+           "## Decode-only limits vs the converter's image step "
+           "(images per CPU second)", "",
+           "| source | images | MiB/img | full decode | draft decode | "
+           "draft / full | full decode + resize | converter load_gray "
+           "(draft + resize) | + PNG encode | + JPEG encode | draft vs full "
+           "after resize: mean abs diff (p99) |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
   for name, d in r["decode"].items():
+    cpu = {k: v["per_cpu_s"] for k, v in d.items() if isinstance(v, dict)}
     lines.append(
         f"| {name} {d['source_size'][0]}x{d['source_size'][1]} | "
         f"{d['images']} | {_f(d['source_mib_per_image'], 2)} | "
-        f"{_f(d['full_decode'])} | {_f(d['draft_decode'])} | "
-        f"{_f(d['draft_decode'] / d['full_decode'], 2)}x | "
-        f"{_f(d['full_decode_resize'])} | {_f(d['converter_load_gray'])} | "
-        f"{_f(d['converter_load_gray_png'])} | "
-        f"{_f(d['converter_load_gray_jpeg'])} | "
+        f"{_f(cpu['full_decode'])} | {_f(cpu['draft_decode'])} | "
+        f"{_f(cpu['draft_decode'] / cpu['full_decode'], 2)}x | "
+        f"{_f(cpu['full_decode_resize'])} | "
+        f"{_f(cpu['converter_load_gray'])} | "
+        f"{_f(cpu['converter_load_gray_png'])} | "
+        f"{_f(cpu['converter_load_gray_jpeg'])} | "
         f"{_f(d['draft_vs_full_mean_abs_diff'], 2)} "
         f"({_f(d['draft_vs_full_p99_abs_diff'], 1)}) |")
   lines += ["", "## End-to-end conversion (`data_prep.mimic_cxr.convert`, "
             f"synthetic full-size JPEGs, {c['copies']} hard-linked copies, "
             f"stored as {c['default_image_encoding']})", "",
-            "Marginal rate: (images of the full run - images of a run on a "
-            "third of the studies) / (difference of wall times), i.e. without "
-            "the fixed start-up (worker processes importing TensorFlow, CSVs, "
-            "metadata).", "",
-            "| workers | studies | images | wall s | img/s incl. start-up | "
-            "start-up s | marginal img/s | marginal img/s per core | "
-            "per core / draft decode-only |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "Marginal: (images of the full run - images of a run on a third "
+            "of the studies) / (difference of CPU seconds), i.e. without the "
+            "fixed start-up (worker processes importing TensorFlow, CSVs, "
+            "TFDS metadata).", "",
+            "| workers | studies | images | wall s | CPU s | start-up CPU s | "
+            "marginal img per CPU s | / draft decode-only (synthetic) |",
+            "|---|---|---|---|---|---|---|---|"]
   for row in r["conversion"]:
-    lines.append(f"| {row['workers']} | {row['studies']} | {row['images']} | "
-                 f"{_f(row['wall_s'], 2)} | {_f(row['images_per_s'])} | "
-                 f"{_f(row['startup_s'], 1)} | "
-                 f"{_f(row['marginal_images_per_s'])} | "
-                 f"{_f(row['marginal_images_per_s_per_core'])} | "
-                 f"{_f(row['per_core_vs_draft_decode'], 2)} |")
-  lines += ["", "## Stored image format (converted images)", "",
-            "| source | format | KiB/img | encode img/s | mean abs error | "
-            "tf decode img/s (1 thread) | tf decode img/s (AUTOTUNE) |",
+    lines.append(
+        f"| {row['workers']} | {row['studies']} | {row['images']} | "
+        f"{_f(row['wall_s'], 1)} | {_f(row['cpu_s'], 1)} | "
+        f"{_f(row['startup_cpu_s'], 1)} | "
+        f"{_f(row['marginal_images_per_cpu_s'])} | "
+        f"{_f(row['marginal_per_cpu_s_vs_draft_decode'], 2)} |")
+  lines += ["", "## Stored image format (converted images; rates per CPU "
+            "second)", "",
+            "| source | format | KiB/img | encode | mean abs error (grey "
+            "levels) | tf decode, 1 thread | tf decode, AUTOTUNE |",
             "|---|---|---|---|---|---|---|"]
   for source, s in r["storage"].items():
     for name, f in s["formats"].items():
       lines.append(
           f"| {source} {s['shape'][1]}x{s['shape'][0]} ({s['images']}) | "
-          f"{name} | {_f(f['kib_per_image'])} | {_f(f['encode_per_s'])} | "
-          f"{_f(f['mean_abs_error'], 2)} | "
-          f"{_f(f['tf_decode_per_s_1thread'])} | "
-          f"{_f(f['tf_decode_per_s_autotune'])} |")
-  rr = r["tfrecord_read_decode_per_s"]
+          f"{name} | {_f(f['kib_per_image'])} | "
+          f"{_f(f['encode']['per_cpu_s'])} | {_f(f['mean_abs_error'], 2)} | "
+          f"{_f(f['tf_decode_1thread']['per_cpu_s'])} | "
+          f"{_f(f['tf_decode_autotune']['per_cpu_s'])} |")
+  rr = r["tfrecord_read_decode"]
   lines += ["", "## Reading converted TFRecords + decoding the first image "
-            "(tf.data, AUTOTUNE)", "", "| stored as | examples/s |",
-            "|---|---|"] + [f"| {k} | {_f(v)} |" for k, v in rr.items()]
+            "(tf.data, AUTOTUNE)", "", "| stored as | examples per CPU s | "
+            "examples/s (wall) |", "|---|---|---|"] + [
+                f"| {k} | {_f(v['per_cpu_s'])} | {_f(v['per_s'])} |"
+                for k, v in rr.items()]
   lines += ["", f"Current default stored format: "
             f"`{c['default_image_encoding']}` (jointcxr/data/features.py).",
             ""]

@@ -72,7 +72,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
 
   c.align = mlc.ConfigDict(dict(
       regime=a.regime, fraction=a.fraction, dim=256, source="image",
-      semi_mode="dictionary", unpaired_pool="rest", refine_iters=5,
+      semi_mode="best_start", unpaired_pool="rest", refine_iters=5,
       csls_k=10, dictionary="mutual", pair_weight=1.0, chunk_size=1024))
   c.adv = adversary.default_config()
   # Set from the top-level keys (total_steps, log_every_steps, batch_size).

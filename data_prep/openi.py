@@ -180,7 +180,7 @@ def _assign_splits(items: list[dict], split_csv: str | None, seed: int
     return seeded, {"seeded": len(items)}
   try:
     r2gen = iu_xml.read_r2gen_split(split_csv)
-  except (OSError, KeyError, csv.Error) as e:
+  except (OSError, KeyError, UnicodeDecodeError, csv.Error) as e:
     raise writer.ConversionError(f"--split_csv {split_csv}: cannot read "
                                  f"({e!r})") from None
   by_split: dict[str, list[dict]] = {"train": [], "validate": [], "test": [],

@@ -72,7 +72,7 @@ def test_processes_get_disjoint_covering_shares(converted_mimic,
   for p in range(2):
     it = _it(converted_mimic, tokenizer_path, process_index=p,
              process_count=2, text_aug="none")
-    ids.append(it._subsplit)  # pylint: disable=protected-access
+    ids.append(it.subsplit)
   b = tfds.builder_from_directory(str(converted_mimic))
   studies = [{int(e["study_id"]) for e in tfds.as_numpy(b.as_dataset(
       split=s))} for s in ids]

@@ -94,7 +94,7 @@ def test_corrupt_latest_checkpoint_falls_back(reference, converted_mimic,
   # Training resumes from the previous step and recomputes step 8 exactly.
   train.train_and_evaluate(_cfg(converted_mimic, tokenizer_path, 8), str(w))
   # The corrupt step was moved aside (not deleted) and recomputed exactly.
-  assert os.listdir(str(w / "checkpoints_unreadable"))
+  assert os.path.isdir(str(w / "checkpoints" / "8.unreadable-0"))
   res = kill_resume.compare(str(reference), str(w))
   assert res["identical"], res
 

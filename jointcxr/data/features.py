@@ -1,10 +1,11 @@
 """The on-disk schema shared by the converters (data_prep) and the pipeline.
 
-One TFDS `FeaturesDict` per dataset family. Converters serialise examples with
-`features.serialize_example` and write TFDS metadata so that
-`tfds.builder_from_directory(output_dir)` loads the result; the input pipeline
-decodes with the same object. Changing a field here is a format change: bump
-`SCHEMA_VERSION` and keep the reader tolerant of the previous one.
+One TFDS `FeaturesDict` per dataset family. Converters serialise examples
+with it (`data_prep.writer.serialize`, deterministically) and write TFDS
+metadata so that `tfds.builder_from_directory(output_dir)` loads the result;
+the input pipeline decodes with the same object. Changing a field here is a
+format change: bump `SCHEMA_VERSION` and keep the reader tolerant of the
+previous one.
 """
 
 from typing import Sequence

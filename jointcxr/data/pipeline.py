@@ -1,21 +1,36 @@
 """tf.data from a converted TFDS directory to global, sharded `jax.Array`s.
 
-Training stream: each process reads its equal share of the split
-(`tfds.even_splits(..., drop_remainder=True)`), epoch e is shuffled with a
-seed derived from (seed, e) (file order and example order), every example
-gets its augmentation randomness from stateless ops keyed on (seed, global
-example index), and batches are assembled into global arrays sharded over
-the mesh's data axis (`jax.make_array_from_process_local_data`) and
-prefetched in a background thread. The stream is therefore a pure function
-of (seed, position): `TrainIterator.state()` is a small JSON dict, and
-`restore_state` (or `start_position`) rebuilds the stream and skips the
-consumed examples *before* decoding.
+Training stream (`train_iterator`):
 
-Batch keys: image float32 [B,H,W,1] ((x/255 - mean) / std), tokens int32
-[B,T], text_mask bool [B,T], sentence_ids int32 [B,T] (-1 outside
-sentences), sentence_mask bool [B,S], labels float32 [B,14] (1/0/-1,
-missing -> 0), labels_present bool [B,14], study_id int32 [B], mask bool [B]
-(False on eval padding).
+1. Each process reads its equal share of the split (`tfds.even_splits(...,
+   drop_remainder=True)`), so every process sees the same number of
+   examples per epoch and none is read twice.
+2. Epoch e shuffles files and examples with a seed derived from (seed, e)
+   (`reshuffle_each_iteration=False`; a new dataset per epoch).
+3. Every example gets its randomness (view choice, image augmentation, text
+   augmentation) from stateless ops keyed on (seed, its global index
+   (epoch, process, position)), never from stateful RNG.
+4. Batches of `global_batch_size // process_count` become global arrays
+   sharded over the mesh's data axis (`jax.make_array_from_process_local_
+   data`), prefetched in a background thread.
+
+The stream is therefore a pure function of (seed, position), where
+`position` is the number of examples consumed globally: `state()` is a small
+JSON dict and `restore_state` / `start_position` rebuild the stream and skip
+the consumed examples *before* decoding. Resuming with the same process
+count is bit-exact; with another count it continues at the same point of the
+epoch with a different (but still deterministic) order.
+
+Batch keys: image float32 [B,H,W,1] normalised as (x / 255 - mean) / std
+(mean = std = 0.5 by default, JoImTeRNet's and LoVT-like [-1, 1]; set the
+dataset's statistics with `mean`/`std`), tokens int32 [B,T], text_mask bool
+[B,T], sentence_ids int32 [B,T] (-1 outside sentences), sentence_mask bool
+[B,S], labels float32 [B,14] (1 / 0 / -1, missing -> 0), labels_present bool
+[B,14], study_id int32 [B], mask bool [B] (False on eval padding).
+
+Eval (`eval_iterator`, `eval_batches`): no shuffle or augmentation, the
+first image of each study, one pass; every process yields the same number
+of batches, the last ones padded with `mask` False.
 """
 
 import dataclasses
@@ -23,6 +38,7 @@ import queue
 import threading
 from typing import Any, Iterator
 
+from absl import logging
 import jax
 import numpy as np
 import tensorflow as tf
@@ -30,9 +46,13 @@ import tensorflow_datasets as tfds
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jointcxr.data import augment as augment_lib
+from jointcxr.data import features as features_lib
 from jointcxr.data import text as text_lib
 
 tf.config.set_visible_devices([], "GPU")  # TF must not grab accelerators
+
+VIEWS = ("random", "first")
+NUM_LABELS = len(features_lib.CHEXPERT_LABELS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,52 +74,107 @@ class Spec:
   shuffle_buffer: int = 16384
   text_section: str = "both"
 
+  def check(self) -> None:
+    """Raises ValueError naming the first bad field."""
+    augment_lib.check_kind(self.image_aug)
+    if self.view not in VIEWS:
+      raise ValueError(f"unknown view {self.view!r}; expected one of {VIEWS}")
+    if self.text_aug not in text_lib.TEXT_AUGS:
+      raise ValueError(f"unknown text augmentation {self.text_aug!r}; "
+                       f"expected one of {text_lib.TEXT_AUGS}")
+    if self.text_section not in text_lib.TEXT_SECTIONS:
+      raise ValueError(f"unknown text section {self.text_section!r}; "
+                       f"expected one of {text_lib.TEXT_SECTIONS}")
+    for name in ("global_batch_size", "image_size", "max_sentences"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.max_tokens < 3:
+      raise ValueError(f"max_tokens must be >= 3 ([CLS] x [SEP]), got "
+                       f"{self.max_tokens}")
+    if self.std <= 0:
+      raise ValueError(f"std must be > 0, got {self.std}")
 
-def _process(process_index, process_count):
+
+def process_info(process_index: int | None = None,
+                 process_count: int | None = None) -> tuple[int, int]:
+  """(index, count) of this process; overrides simulate multi-process runs."""
   return (jax.process_index() if process_index is None else process_index,
           jax.process_count() if process_count is None else process_count)
 
 
-def _example_fn(spec: Spec, encoder: text_lib.ReportEncoder, train: bool):
-  """Decodes one raw example into the model inputs."""
+def open_split(data_dir: str, split: str):
+  """The TFDS builder of a converted image-report directory.
+
+  Raises:
+    ValueError: no split of that name, or a reports-only directory.
+  """
+  try:
+    builder = tfds.builder_from_directory(data_dir)
+  except Exception as e:  # TFDS raises several types for a bad directory
+    raise ValueError(f"{data_dir}: not a converted TFDS directory "
+                     f"({type(e).__name__}: {e})") from e
+  if split not in builder.info.splits:
+    raise ValueError(f"{data_dir} has no split {split!r} (has "
+                     f"{sorted(builder.info.splits)})")
+  if "images" not in builder.info.features:
+    raise ValueError(f"{data_dir} has no images (a reports-only "
+                     "conversion); the image-report pipeline needs images")
+  return builder
+
+
+def example_seed(seed: int, index: tf.Tensor) -> tf.Tensor:
+  """The [2] int32 stateless seed of the example with global `index`."""
+  s = tf.stack([tf.constant(seed, tf.int64), tf.cast(index, tf.int64)])
+  return tf.cast(s & 0x7FFFFFFF, tf.int32)
+
+
+def example_fn(spec: Spec, encoder: text_lib.ReportEncoder, train: bool):
+  """(global index, raw TFDS example) -> model inputs of one example."""
+  kind = spec.image_aug if train else "eval"
 
   def fn(index, ex):
-    seed = tf.stack([tf.constant(spec.seed, tf.int64), index])
-    seed = tf.cast(seed & 0x7FFFFFFF, tf.int32)
+    seed = example_seed(spec.seed, index)
     images = ex["images"]
     n = tf.shape(images)[0]
+    with tf.control_dependencies([tf.debugging.Assert(
+        n > 0, ["study without images:", ex["study_id"]])]):
+      n = tf.identity(n)
     if spec.view == "random" and train:
-      pick = tf.random.stateless_uniform([], augment_lib._seed(seed, 1), 0,  # pylint: disable=protected-access
-                                         tf.maximum(n, 1), dtype=tf.int32)
+      pick = tf.random.stateless_uniform(
+          [], augment_lib._seed(seed, 1), 0, n, dtype=tf.int32)  # pylint: disable=protected-access
     else:
       pick = tf.constant(0)
-    raw = images[tf.minimum(pick, tf.maximum(n - 1, 0))]
-    img = tf.io.decode_image(raw, channels=1, expand_animations=False)
+    img = tf.io.decode_image(images[pick], channels=1,
+                             expand_animations=False)
     img.set_shape([None, None, 1])
-    kind = spec.image_aug if train else "eval"
     img = augment_lib.augment(img, seed, spec.image_size, kind, spec.hflip)
     img = (img / 255.0 - spec.mean) / spec.std
     img.set_shape([spec.image_size, spec.image_size, 1])
-    sents = ex["sentences"]
     tseed = tf.random.experimental.stateless_fold_in(seed, 2)
-    ids, sids = tf.numpy_function(encoder, [sents, tseed],
-                                  [tf.int32, tf.int32], stateful=False)
+    ids, sids = tf.numpy_function(
+        encoder, [ex["sentences"], ex["findings"], tseed],
+        [tf.int32, tf.int32], stateful=False)
     ids.set_shape([spec.max_tokens])
     sids.set_shape([spec.max_tokens])
     labels = ex["labels"]
     present = tf.logical_not(tf.math.is_nan(labels))
     return {
-        "image": img, "tokens": ids, "text_mask": ids != encoder.tokenizer.
-        pad_id, "sentence_ids": sids,
+        "image": img,
+        "tokens": ids,
+        "text_mask": ids != encoder.tokenizer.pad_id,
+        "sentence_ids": sids,
         "sentence_mask": tf.reduce_any(
             sids[None, :] == tf.range(spec.max_sentences)[:, None], axis=1),
-        "labels": tf.where(present, labels, 0.0), "labels_present": present,
+        "labels": tf.where(present, labels, 0.0),
+        "labels_present": present,
         "study_id": tf.cast(ex["study_id"], tf.int32),
-        "mask": tf.constant(True)}
+        "mask": tf.constant(True),
+    }
   return fn
 
 
-def _options() -> tf.data.Options:
+def tf_options() -> tf.data.Options:
+  """Deterministic tf.data options (order never depends on timing)."""
   o = tf.data.Options()
   o.deterministic = True
   o.experimental_optimization.map_parallelization = True
@@ -107,134 +182,222 @@ def _options() -> tf.data.Options:
   return o
 
 
-def _epoch_dataset(spec: Spec, builder, subsplit: str, epoch: int,
-                   skip: int, take: int, encoder) -> tf.data.Dataset:
-  """One epoch of a process's share: shuffled, decoded, batched."""
-  eseed = (spec.seed * 1_000_003 + epoch) % (2 ** 31 - 1)
-  ds = builder.as_dataset(
-      split=subsplit, shuffle_files=True,
-      read_config=tfds.ReadConfig(shuffle_seed=eseed,
-                                  interleave_cycle_length=4),
+def _read(builder, subsplit: str, shuffle_seed: int | None):
+  """Raw examples (images left encoded) of a split slice."""
+  cfg = tfds.ReadConfig(shuffle_seed=shuffle_seed, interleave_cycle_length=4)
+  return builder.as_dataset(
+      split=subsplit, shuffle_files=shuffle_seed is not None, read_config=cfg,
       decoders={"images": tfds.decode.SkipDecoding()})
-  ds = ds.take(take)
-  ds = ds.shuffle(min(spec.shuffle_buffer, max(take, 1)), seed=eseed,
+
+
+def epoch_dataset(spec: Spec, builder, subsplit: str, *, epoch: int,
+                  process_index: int, process_count: int, per_process: int,
+                  skip: int, encoder: text_lib.ReportEncoder
+                  ) -> tf.data.Dataset:
+  """One epoch of one process's share: shuffled, decoded, batched.
+
+  Args:
+    spec: the stream.
+    builder: the TFDS builder.
+    subsplit: this process's slice of the split.
+    epoch: epoch number (seeds the file and example order).
+    process_index: this process (part of every example's global index).
+    process_count: number of processes.
+    per_process: examples in each process's share.
+    skip: examples of this epoch already consumed (dropped before decoding).
+    encoder: the report encoder.
+
+  Returns:
+    Batches of `global_batch_size // process_count` (last partial dropped).
+  """
+  eseed = (spec.seed * 1_000_003 + epoch) % (2 ** 31 - 1)
+  ds = _read(builder, subsplit, eseed).take(per_process)
+  ds = ds.shuffle(min(spec.shuffle_buffer, max(per_process, 1)), seed=eseed,
                   reshuffle_each_iteration=False)
-  ds = ds.enumerate(start=epoch * take)  # global element index
-  ds = ds.skip(skip)  # resume: drop consumed examples before decoding
-  ds = ds.map(_example_fn(spec, encoder, True),
+  ds = ds.enumerate(start=(epoch * process_count + process_index) *
+                    per_process)
+  ds = ds.skip(skip)  # resume: consumed examples are never decoded
+  ds = ds.map(example_fn(spec, encoder, True),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  local = spec.global_batch_size // jax.process_count()
-  return ds.batch(local, drop_remainder=True).with_options(_options())
+  local = spec.global_batch_size // process_count
+  return ds.batch(local, drop_remainder=True).with_options(tf_options())
 
 
-def _to_global(batch: dict, mesh: Mesh, data_axis) -> dict:
+def to_global(batch: dict, mesh: Mesh, data_axis: Any = "data") -> dict:
+  """Host-local numpy batch -> global arrays sharded over the data axis.
+
+  Args:
+    batch: dict of [local_batch, ...] arrays (this process's rows).
+    mesh: the device mesh.
+    data_axis: mesh axis name (or tuple of names) of the batch dimension.
+
+  Returns:
+    dict of global `jax.Array`s, [global_batch, ...], `P(data_axis)`.
+  """
   sharding = NamedSharding(mesh, P(data_axis))
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in batch.items()}
 
 
-class _Prefetch:
-  """Runs a generator `size` items ahead in a daemon thread."""
+class Prefetch:
+  """Runs an iterator `size` items ahead in a daemon thread.
 
-  def __init__(self, gen: Iterator, size: int):
+  Exceptions of the producer are re-raised by `__next__`; `close` stops the
+  thread at its next item.
+  """
+
+  def __init__(self, it: Iterator, size: int):
     self._q: queue.Queue = queue.Queue(maxsize=max(size, 1))
+    self._stop = threading.Event()
     self._done = object()
-    self._thread = threading.Thread(target=self._run, args=(gen,),
+    self._thread = threading.Thread(target=self._run, args=(it,),
                                     daemon=True)
     self._thread.start()
 
-  def _run(self, gen):
+  def _put(self, item) -> bool:
+    while not self._stop.is_set():
+      try:
+        self._q.put(item, timeout=0.1)
+        return True
+      except queue.Full:
+        continue
+    return False
+
+  def _run(self, it: Iterator) -> None:
     try:
-      for item in gen:
-        self._q.put(item)
-    except Exception as e:  # surfaced to the consumer
-      self._q.put(e)
-    self._q.put(self._done)
+      for item in it:
+        if not self._put(item):
+          return
+    except Exception as e:  # pylint: disable=broad-except  # re-raised later
+      self._put(e)
+      return
+    self._put(self._done)
+
+  def __iter__(self):
+    return self
 
   def __next__(self):
     item = self._q.get()
     if item is self._done:
+      self._q.put(item)  # stay exhausted
       raise StopIteration
     if isinstance(item, Exception):
       raise item
     return item
 
+  def close(self) -> None:
+    self._stop.set()
+
 
 class TrainIterator:
-  """Infinite iterator of global batches; `state()` for exact resume."""
+  """Infinite iterator of global batches; `state()` for exact resume.
 
-  def __init__(self, spec: Spec, tokenizer, mesh: Mesh, data_axis: Any =
-               "data", start_position: int = 0, prefetch: int = 2,
-               process_index: int | None = None,
+  Attributes:
+    position: examples consumed so far, summed over processes.
+    epoch_examples: examples per epoch and process (the last partial batch
+      of every epoch is dropped).
+    local_batch: rows of each batch that this process loads.
+  """
+
+  def __init__(self, spec: Spec, tokenizer, mesh: Mesh,
+               data_axis: Any = "data", start_position: int = 0,
+               prefetch: int = 2, process_index: int | None = None,
                process_count: int | None = None):
-    pi, pc = _process(process_index, process_count)
+    spec.check()
+    self.process_index, self.process_count = process_info(
+        process_index, process_count)
+    pc = self.process_count
     if spec.global_batch_size % pc:
       raise ValueError(f"global batch {spec.global_batch_size} must divide "
                        f"by the {pc} processes")
     self.spec, self.mesh, self.data_axis = spec, mesh, data_axis
     self.local_batch = spec.global_batch_size // pc
-    builder = tfds.builder_from_directory(spec.data_dir)
-    if spec.split not in builder.info.splits:
-      raise ValueError(f"{spec.data_dir} has no split {spec.split!r} "
-                       f"(has {sorted(builder.info.splits)})")
-    self._builder = builder
-    self._subsplit = tfds.even_splits(spec.split, n=pc,
-                                      drop_remainder=True)[pi]
-    self.per_process = builder.info.splits[spec.split].num_examples // pc
-    # Examples per epoch actually used (the last partial batch is dropped).
+    self._builder = open_split(spec.data_dir, spec.split)
+    self.subsplit = tfds.even_splits(spec.split, n=pc, drop_remainder=True)[
+        self.process_index]
+    self.per_process = (
+        self._builder.info.splits[spec.split].num_examples // pc)
     self.epoch_examples = (self.per_process // self.local_batch) * (
         self.local_batch)
     if self.epoch_examples == 0:
-      raise ValueError(f"split {spec.split!r} has {self.per_process} "
-                       f"examples per process, fewer than the per-process "
-                       f"batch {self.local_batch}")
+      raise ValueError(f"split {spec.split!r} of {spec.data_dir} has "
+                       f"{self.per_process} examples per process, fewer "
+                       f"than the per-process batch {self.local_batch}")
     self._encoder = text_lib.ReportEncoder(
-        tokenizer, spec.max_tokens, spec.max_sentences, spec.text_aug)
+        tokenizer, spec.max_tokens, spec.max_sentences, spec.text_aug,
+        spec.text_section)
     self._prefetch_size = prefetch
-    self.position = int(start_position)
-    self._start()
+    self._it: Prefetch | None = None
+    self.position = 0
+    self._seek(int(start_position))
 
-  def _batches(self, position: int):
-    epoch, offset = divmod(position, self.epoch_examples)
+  def _seek(self, position: int) -> None:
+    if position < 0 or position % self.spec.global_batch_size:
+      raise ValueError(f"position {position} is not a multiple of the "
+                       f"global batch {self.spec.global_batch_size}")
+    self.close()
+    self.position = position
+
+  def _batches(self, position: int) -> Iterator[dict]:
+    epoch, offset = divmod(position // self.process_count,
+                           self.epoch_examples)
     while True:
-      ds = _epoch_dataset(self.spec, self._builder, self._subsplit, epoch,
-                          offset, self.per_process, self._encoder)
+      ds = epoch_dataset(
+          self.spec, self._builder, self.subsplit, epoch=epoch,
+          process_index=self.process_index,
+          process_count=self.process_count, per_process=self.per_process,
+          skip=offset, encoder=self._encoder)
       for b in ds.as_numpy_iterator():
-        yield b
+        yield to_global(b, self.mesh, self.data_axis)
       epoch, offset = epoch + 1, 0
-
-  def _start(self):
-    gen = (_to_global(b, self.mesh, self.data_axis) for b in
-           self._batches(self.position))
-    self._it = _Prefetch(gen, self._prefetch_size)
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict:
+    if self._it is None:  # started lazily, so restore_state costs nothing
+      self._it = Prefetch(self._batches(self.position), self._prefetch_size)
     batch = next(self._it)
-    self.position += self.local_batch
+    self.position += self.spec.global_batch_size
     return batch
+
+  def close(self) -> None:
+    """Stops the prefetch thread (a later `next` restarts it)."""
+    if self._it is not None:
+      self._it.close()
+      self._it = None
 
   @property
   def epoch(self) -> float:
-    return self.position / self.epoch_examples
+    """Epochs consumed (fractional)."""
+    return self.position / (self.epoch_examples * self.process_count)
 
   def state(self) -> dict:
-    """JSON-serialisable position (plus the spec, to detect mismatches)."""
+    """JSON-serialisable position, plus the spec fields that must match."""
     return {"position": self.position, "seed": self.spec.seed,
             "global_batch_size": self.spec.global_batch_size,
-            "split": self.spec.split}
+            "split": self.spec.split, "process_count": self.process_count,
+            "epoch": self.epoch}
 
   def restore_state(self, state: dict) -> None:
-    """Continues exactly after the batches `state` had consumed."""
+    """Continues exactly after the batches `state` had consumed.
+
+    Raises:
+      ValueError: the saved seed, split or global batch differ from this
+        iterator's (the saved position would mean another stream).
+    """
     for key in ("seed", "global_batch_size", "split"):
       if state.get(key) != getattr(self.spec, key):
         raise ValueError(f"cannot resume: saved input {key}="
                          f"{state.get(key)!r} but the config says "
                          f"{getattr(self.spec, key)!r}")
-    self.position = int(state["position"])
-    self._start()
+    saved_pc = state.get("process_count", self.process_count)
+    if saved_pc != self.process_count:
+      logging.warning(
+          "input saved with %d processes, resumed with %d: continuing at the "
+          "same epoch position in a different example order", saved_pc,
+          self.process_count)
+    self._seek(int(state["position"]))
 
 
 def train_iterator(data_dir: str, *, split: str = "train",
@@ -244,106 +407,191 @@ def train_iterator(data_dir: str, *, split: str = "train",
                    view: str = "random", seed: int = 0,
                    start_position: int = 0, mesh: Mesh,
                    data_axis: Any = "data", prefetch: int = 2,
-                   hflip: bool = True, mean: float = 0.5, std: float = 0.5,
-                   shuffle_buffer: int = 16384, process_index=None,
-                   process_count=None) -> TrainIterator:
-  """The training stream (see module docstring)."""
+                   text_section: str = "both", hflip: bool = True,
+                   mean: float = 0.5, std: float = 0.5,
+                   shuffle_buffer: int = 16384,
+                   process_index: int | None = None,
+                   process_count: int | None = None) -> TrainIterator:
+  """The training stream (see the module docstring).
+
+  Args:
+    data_dir: converted TFDS directory (`data_prep.mimic_cxr`/`openi`).
+    split: split name.
+    global_batch_size: examples per step over all processes.
+    tokenizer: a `jointcxr.data.tokenizer` tokenizer.
+    image_size: square output side.
+    max_tokens: token budget T (with [CLS] and [SEP]).
+    max_sentences: sentence budget S.
+    image_aug: "lovt", "joimternet" or "none".
+    text_aug: "none", "sentence_swap" or "one_sentence".
+    view: "random" (one of the study's frontal images per step) or "first".
+    seed: the stream seed.
+    start_position: global examples already consumed.
+    mesh: device mesh.
+    data_axis: mesh axis (or tuple) the batch is sharded over.
+    prefetch: batches prepared ahead.
+    text_section: "both", "findings" or "impression".
+    hflip: LoVT's random horizontal flip (on, as LoVT).
+    mean: normalisation mean (of x / 255).
+    std: normalisation std.
+    shuffle_buffer: example shuffle buffer (encoded examples).
+    process_index: override of `jax.process_index()` (tests).
+    process_count: override of `jax.process_count()` (tests).
+
+  Returns:
+    The `TrainIterator`.
+  """
   spec = Spec(data_dir, split, global_batch_size, image_size, max_tokens,
               max_sentences, image_aug, text_aug, view, seed, hflip, mean,
-              std, shuffle_buffer)
+              std, shuffle_buffer, text_section)
   return TrainIterator(spec, tokenizer, mesh, data_axis, start_position,
                        prefetch, process_index, process_count)
+
+
+def zero_example(spec: Spec, pad_id: int) -> dict:
+  """An all-padding example with the batch layout (mask False)."""
+  return {"image": np.zeros((spec.image_size, spec.image_size, 1),
+                            np.float32),
+          "tokens": np.full((spec.max_tokens,), pad_id, np.int32),
+          "text_mask": np.zeros((spec.max_tokens,), bool),
+          "sentence_ids": np.full((spec.max_tokens,), -1, np.int32),
+          "sentence_mask": np.zeros((spec.max_sentences,), bool),
+          "labels": np.zeros((NUM_LABELS,), np.float32),
+          "labels_present": np.zeros((NUM_LABELS,), bool),
+          "study_id": np.int32(0), "mask": np.bool_(False)}
+
+
+def pad_batch(batch: dict, size: int, filler: dict) -> dict:
+  """Pads a (possibly short) batch to `size` rows with `filler` rows."""
+  n = len(batch["mask"])
+  if n == size:
+    return batch
+  return {k: np.concatenate([np.asarray(v), np.repeat(
+      np.asarray(filler[k])[None], size - n, axis=0)]) for k, v in
+          batch.items()}
+
+
+def eval_batch_count(num_examples: int, process_count: int,
+                     local_batch: int) -> int:
+  """Batches per process of an eval pass (the largest share, at least 1)."""
+  largest_share = -(-num_examples // process_count)
+  return max(1, -(-largest_share // local_batch))
 
 
 def eval_batches(data_dir: str, *, split: str, global_batch_size: int,
                  tokenizer, image_size: int, max_tokens: int,
                  max_sentences: int, mean: float = 0.5, std: float = 0.5,
-                 process_index=None, process_count=None,
-                 limit: int | None = None) -> tuple[Iterator[dict], int]:
+                 process_index: int | None = None,
+                 process_count: int | None = None, limit: int | None = None,
+                 text_section: str = "both"
+                 ) -> tuple[Iterator[dict], int]:
   """Host-local numpy eval batches: no shuffle or augmentation, one pass.
 
-  Every process yields the same number of batches; the last ones are padded
-  (`mask` False). Returns (iterator, number of real examples in the split).
-  """
-  pi, pc = _process(process_index, process_count)
-  builder = tfds.builder_from_directory(data_dir)
-  if split not in builder.info.splits:
-    raise ValueError(f"{data_dir} has no split {split!r} (has "
-                     f"{sorted(builder.info.splits)})")
-  n_total = builder.info.splits[split].num_examples
-  if limit:
-    n_total = min(n_total, limit)
-  subsplit = tfds.even_splits(split, n=pc)[pi]
-  local = global_batch_size // pc
-  per_proc_max = -(-builder.info.splits[split].num_examples // pc)
-  if limit:
-    per_proc_max = -(-n_total // pc)
-  n_batches = max(1, -(-per_proc_max // local))
-  spec = Spec(data_dir, split, global_batch_size, image_size, max_tokens,
-              max_sentences, "none", "none", "first", 0, False, mean, std)
-  encoder = text_lib.ReportEncoder(tokenizer, max_tokens, max_sentences)
-  ds = builder.as_dataset(split=subsplit, shuffle_files=False,
-                          decoders={"images": tfds.decode.SkipDecoding()})
-  if limit:
-    ds = ds.take(-(-limit // pc))
-  ds = ds.enumerate().map(_example_fn(spec, encoder, False),
-                          num_parallel_calls=tf.data.AUTOTUNE,
-                          deterministic=True)
-  ds = ds.with_options(_options())
+  Args:
+    data_dir: converted TFDS directory.
+    split: split name.
+    global_batch_size: rows per step over all processes.
+    tokenizer: the tokenizer.
+    image_size: square output side.
+    max_tokens: token budget.
+    max_sentences: sentence budget.
+    mean: normalisation mean.
+    std: normalisation std.
+    process_index: override of `jax.process_index()`.
+    process_count: override of `jax.process_count()`.
+    limit: use only the first `limit` examples of the split.
+    text_section: "both", "findings" or "impression".
 
-  def gen():
-    buf = []
+  Returns:
+    (iterator of dicts of [global_batch_size // process_count, ...] arrays,
+    number of real examples over all processes). Every process yields the
+    same number of batches; padding rows have `mask` False.
+  """
+  pi, pc = process_info(process_index, process_count)
+  if global_batch_size % pc:
+    raise ValueError(f"global batch {global_batch_size} must divide by the "
+                     f"{pc} processes")
+  builder = open_split(data_dir, split)
+  n_total = builder.info.splits[split].num_examples
+  if limit is not None:
+    n_total = min(n_total, int(limit))
+  sliced = f"{split}[:{n_total}]" if n_total < builder.info.splits[
+      split].num_examples else split
+  spec = Spec(data_dir, split, global_batch_size, image_size, max_tokens,
+              max_sentences, "none", "none", "first", 0, False, mean, std,
+              text_section=text_section)
+  spec.check()
+  local = global_batch_size // pc
+  n_batches = eval_batch_count(n_total, pc, local)
+  encoder = text_lib.ReportEncoder(tokenizer, max_tokens, max_sentences,
+                                   text_section=text_section)
+  filler = zero_example(spec, tokenizer.pad_id)
+  if n_total:
+    ds = _read(builder, tfds.even_splits(sliced, n=pc)[pi], None)
+    ds = ds.enumerate().map(example_fn(spec, encoder, False),
+                            num_parallel_calls=tf.data.AUTOTUNE,
+                            deterministic=True)
+    ds = ds.batch(local).with_options(tf_options())
+  else:
+    ds = None
+
+  def gen() -> Iterator[dict]:
     count = 0
-    for ex in ds.as_numpy_iterator():
-      buf.append(ex)
-      if len(buf) == local:
-        yield _stack(buf, local)
-        count += 1
-        buf = []
-    if buf:
-      yield _stack(buf, local)
+    for b in ds.as_numpy_iterator() if ds is not None else ():
+      yield pad_batch(b, local, filler)
       count += 1
-    template = None
-    while count < n_batches:
-      if template is None:
-        template = _stack([], local, like=ex_like(spec, encoder))
-      yield template
+    empty = {k: np.asarray(v)[None][:0] for k, v in filler.items()}
+    while count < n_batches:  # equal batch counts on every process
+      yield pad_batch(empty, local, filler)
       count += 1
 
   return gen(), n_total
 
 
-def ex_like(spec: Spec, encoder) -> dict:
-  """A zero example with the eval batch layout (for pure-padding batches)."""
-  return {"image": np.zeros((spec.image_size, spec.image_size, 1),
-                            np.float32),
-          "tokens": np.full((spec.max_tokens,), encoder.tokenizer.pad_id,
-                            np.int32),
-          "text_mask": np.zeros((spec.max_tokens,), bool),
-          "sentence_ids": np.full((spec.max_tokens,), -1, np.int32),
-          "sentence_mask": np.zeros((spec.max_sentences,), bool),
-          "labels": np.zeros((14,), np.float32),
-          "labels_present": np.zeros((14,), bool),
-          "study_id": np.int32(0), "mask": np.bool_(False)}
+class EvalIterator:
+  """One pass of global eval batches (see `eval_iterator`).
+
+  Attributes:
+    num_examples: real examples over all processes.
+    num_batches: batches every process yields.
+  """
+
+  def __init__(self, batches: Iterator[dict], num_examples: int,
+               num_batches: int, mesh: Mesh, data_axis: Any, prefetch: int):
+    self.num_examples = num_examples
+    self.num_batches = num_batches
+    self._it = Prefetch((to_global(b, mesh, data_axis) for b in batches),
+                        prefetch)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    return next(self._it)
 
 
-def _stack(items: list[dict], size: int, like: dict | None = None) -> dict:
-  """Stacks examples and pads to `size` with masked copies."""
-  proto = items[0] if items else like
-  pad = size - len(items)
-  out = {}
-  for k in proto:
-    arrs = [np.asarray(it[k]) for it in items]
-    if pad:
-      filler = np.zeros_like(np.asarray(proto[k]))
-      if k == "tokens":
-        filler = np.asarray(proto[k]) * 0
-      arrs += [filler] * pad
-    out[k] = np.stack(arrs)
-  out["mask"] = np.arange(size) < len(items)
-  return out
+def eval_iterator(data_dir: str, *, split: str, global_batch_size: int,
+                  tokenizer, image_size: int, max_tokens: int,
+                  max_sentences: int, mesh: Mesh, data_axis: Any = "data",
+                  mean: float = 0.5, std: float = 0.5,
+                  limit: int | None = None, prefetch: int = 2,
+                  text_section: str = "both",
+                  process_index: int | None = None,
+                  process_count: int | None = None) -> EvalIterator:
+  """Global eval batches, sharded like training ones, with `mask`.
 
+  Args: as `eval_batches`, plus `mesh`, `data_axis` and `prefetch`.
 
-def to_global(batch: dict, mesh: Mesh, data_axis: Any = "data") -> dict:
-  """Host-local numpy batch -> global arrays sharded over the data axis."""
-  return _to_global(batch, mesh, data_axis)
+  Returns:
+    An `EvalIterator` (`num_examples`, `num_batches`) of dicts of global
+    arrays [global_batch_size, ...]; padding rows have `mask` False.
+  """
+  pi, pc = process_info(process_index, process_count)
+  batches, n = eval_batches(
+      data_dir, split=split, global_batch_size=global_batch_size,
+      tokenizer=tokenizer, image_size=image_size, max_tokens=max_tokens,
+      max_sentences=max_sentences, mean=mean, std=std, process_index=pi,
+      process_count=pc, limit=limit, text_section=text_section)
+  local = global_batch_size // pc
+  return EvalIterator(batches, n, eval_batch_count(n, pc, local), mesh,
+                      data_axis, prefetch)

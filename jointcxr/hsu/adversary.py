@@ -18,9 +18,10 @@ Batches are sampled uniformly from the unpaired pools (MUSE samples from the
 75k most frequent words; reports and images have no frequency order). An
 epoch is `epoch_steps` mapping steps run as one `lax.scan` under `jit`.
 `restarts` > 1 re-runs the game and keeps the run with the best criterion
-(an addition to MUSE, off by default): restart 0 starts from `w0`
-(identity), later ones from `w0` (`restart_init="same"`) or from a random
-orthogonal matrix (`"random"`, Haar measure, either determinant). Random
+(an addition to MUSE, off by default): the first runs start from the given
+`starts` (the identity by default; EA+Adv also passes the EA solution),
+later ones from the first start again (`restart_init="same"`) or from a
+random orthogonal matrix (`"random"`, Haar measure, either determinant). Random
 starts matter here because W moves continuously and stays near-orthogonal,
 so a run from the identity can never reach a map with determinant -1, and
 the signs of PCA axes (hence the determinant of the right map) are
@@ -28,7 +29,7 @@ arbitrary.
 """
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -210,7 +211,8 @@ def random_orthogonal(rng: jax.Array, d: int) -> np.ndarray:
 
 
 def train_adversarial(x: np.ndarray, y: np.ndarray, cfg: mlc.ConfigDict,
-                      rng: jax.Array, w0: np.ndarray | None = None,
+                      rng: jax.Array,
+                      starts: Sequence[np.ndarray] | None = None,
                       log_fn: Callable[[int, dict], None] | None = None
                       ) -> Result:
   """Runs the adversarial game (with restarts), keeping the best epoch.
@@ -220,7 +222,9 @@ def train_adversarial(x: np.ndarray, y: np.ndarray, cfg: mlc.ConfigDict,
     y: [n_y, d] unpaired targets.
     cfg: adversarial config (see `default_config`).
     rng: PRNG key.
-    w0: initial mapping (default identity, as in MUSE).
+    starts: initial mappings of the first runs (default: the identity, as
+      in MUSE); max(cfg.restarts, len(starts)) runs are made, later ones
+      start per `cfg.restart_init`.
     log_fn: optional callback(global_epoch, metrics) for logging.
 
   Returns:
@@ -237,18 +241,23 @@ def train_adversarial(x: np.ndarray, y: np.ndarray, cfg: mlc.ConfigDict,
                        cfg.dropout, cfg.leaky_slope)
   epoch_fn = make_epoch_fn(disc, cfg)
   xj, yj = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
-  w0 = np.eye(d, dtype=np.float32) if w0 is None else w0
+  starts = [np.asarray(w, np.float32) for w in (
+      starts or [np.eye(d, dtype=np.float32)])]
   items = min(cfg.criterion_items, len(x))
   criterion = lambda w: float(alignment.mean_csls_cosine(
       xj @ w, yj, min(cfg.csls_k, len(y)), items, cfg.chunk_size))
   best, history = None, []
-  for r in range(cfg.restarts):
-    start = w0
-    if r and cfg.restart_init == "random":
+  if cfg.restart_init not in ("random", "same"):
+    raise ValueError(f"unknown restart_init {cfg.restart_init!r}; expected "
+                     "'random' or 'same'")
+  epochs = cfg.epochs
+  for r in range(max(cfg.restarts, len(starts))):
+    if r < len(starts):
+      start = starts[r]
+    elif cfg.restart_init == "random":
       start = random_orthogonal(jax.random.fold_in(rng, 10_000 + r), d)
-    elif r and cfg.restart_init != "same":
-      raise ValueError(f"unknown restart_init {cfg.restart_init!r}; "
-                       "expected 'random' or 'same'")
+    else:
+      start = starts[0]
     state = init_state(disc, cfg, start, jax.random.fold_in(rng, r))
     lr = cfg.map_lr
     run_best, run_w, decreased = criterion(state["w"]), state["w"], False
@@ -259,7 +268,7 @@ def train_adversarial(x: np.ndarray, y: np.ndarray, cfg: mlc.ConfigDict,
              **{k: float(v) for k, v in m.items()}}
       history.append(row)
       if log_fn is not None:
-        log_fn(r * cfg.epochs + e + 1, row)
+        log_fn(r * epochs + e + 1, row)
       if crit > run_best:
         run_best, run_w = crit, state["w"]
       elif cfg.optimizer == "sgd" and cfg.lr_shrink < 1:

@@ -10,7 +10,12 @@ cout]`): XLA's native convolution (`conv_impl="xla"`, right for TPU/GPU)
 and im2col (`"im2col"`: shifted slices concatenated on channels and one
 matmul; 1x1 convolutions are plain matmuls). On XLA:CPU the backward pass of
 native convolutions is slow and im2col is several times faster
-(ENVIRONMENT.md, bench/train_step.py), so configs pick it per backend.
+(ENVIRONMENT.md, bench/train_step.py), so configs pick it per backend:
+`"cpu"` is im2col with `cpu_kernels.matmul`'s explicit 2-D backward, and
+`"auto"` resolves to "cpu" on the CPU backend and "xla" elsewhere.
+BatchNorm and the 3x3/s2 max-pool likewise take `impl="auto"`: the fused
+`cpu_kernels` versions on CPU (same function, parameters and statistics),
+Flax/XLA's own elsewhere.
 """
 
 from typing import Any, Callable, Sequence
@@ -18,6 +23,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jointcxr.models import cpu_kernels
 
 Dtype = Any
 default_kernel_init = nn.initializers.lecun_normal()
@@ -66,7 +73,8 @@ def dense(features: int, names: tuple[str | None, str | None], *,
 
 def norm_layer(kind: str, *, train: bool, dtype: Dtype, param_dtype: Dtype,
                name: str | None = None, groups: int = 32,
-               scale_init=nn.initializers.ones) -> nn.Module:
+               scale_init=nn.initializers.ones,
+               impl: str = "auto") -> nn.Module:
   """BatchNorm (PyTorch-equivalent momentum/eps) or GroupNorm.
 
   PyTorch's BatchNorm momentum 0.1 is Flax's 0.9 (Flax weighs the old
@@ -80,6 +88,8 @@ def norm_layer(kind: str, *, train: bool, dtype: Dtype, param_dtype: Dtype,
     name: module name.
     groups: GroupNorm groups (torchvision-style GN uses 32).
     scale_init: initializer of the scale (zeros for zero-init residuals).
+    impl: BatchNorm lowering, "flax", "fused" (`cpu_kernels.BatchNorm`)
+      or "auto" (fused on CPU); the same function either way.
 
   Returns:
     The unbound norm module.
@@ -90,6 +100,9 @@ def norm_layer(kind: str, *, train: bool, dtype: Dtype, param_dtype: Dtype,
   kw = dict(dtype=dtype, param_dtype=param_dtype, name=name,
             scale_init=partitioned(scale_init, ("norm",)),
             bias_init=partitioned(nn.initializers.zeros, ("norm",)))
+  if kind == "batch" and cpu_kernels.resolve_norm(impl) == "fused":
+    return cpu_kernels.BatchNorm(use_running_average=not train, momentum=0.9,
+                                 epsilon=1e-5, **kw)
   if kind == "batch":
     return nn.BatchNorm(use_running_average=not train, momentum=0.9,
                         epsilon=1e-5, **kw)
@@ -120,8 +133,10 @@ class Conv(nn.Module):
     stride: spatial stride.
     padding: zero padding on each side; None means `kernel_size // 2`.
     use_bias: add a bias `[features]`.
-    conv_impl: "xla" (native convolution) or "im2col" (matmul lowering);
-      both give the same function of the same parameters.
+    conv_impl: "xla" (native convolution), "im2col" (matmul lowering),
+      "cpu" (im2col with `cpu_kernels`' 2-D matmul backward) or "auto"
+      ("cpu" on the CPU backend, else "xla"); all give the same function
+      of the same parameters.
     dtype: compute dtype; parameters are cast to it.
     param_dtype: parameter dtype.
     kernel_init: torchvision's kaiming_normal(fan_out, relu) by default.
@@ -147,11 +162,14 @@ class Conv(nn.Module):
     x = x.astype(self.dtype)
     kernel = jnp.asarray(kernel, self.dtype)
     h, w = x.shape[1], x.shape[2]
-    if self.conv_impl == "xla":
+    impl = cpu_kernels.resolve(self.conv_impl)
+    if impl == "cpu":
+      y = cpu_kernels.conv2d(x, kernel, self.stride, pad)
+    elif impl == "xla":
       y = jax.lax.conv_general_dilated(
           x, kernel, (self.stride, self.stride), [(pad, pad), (pad, pad)],
           dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    elif self.conv_impl == "im2col":
+    elif impl == "im2col":
       if k == 1 and pad == 0:
         y = x[:, ::self.stride, ::self.stride, :] @ kernel[0, 0]
       elif k == self.stride and pad == 0 and h % k == 0 and w % k == 0:
@@ -175,15 +193,19 @@ class Conv(nn.Module):
     return y
 
 
-def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+def max_pool_3x3_s2(x: jax.Array, impl: str = "auto") -> jax.Array:
   """PyTorch MaxPool2d(3, stride=2, padding=1) on NHWC.
 
   Args:
     x: [B, H, W, C].
+    impl: "xla" (`nn.max_pool`), "cpu" (`cpu_kernels.max_pool_3x3_s2`, a
+      one-pass gradient routing) or "auto" ("cpu" on CPU).
 
   Returns:
     [B, ceil(H/2), ceil(W/2), C].
   """
+  if cpu_kernels.resolve_pool(impl) == "cpu":
+    return cpu_kernels.max_pool_3x3_s2(x)
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
