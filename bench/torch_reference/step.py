@@ -492,6 +492,16 @@ class Step:
     return loss, times
 
 
+def peak_rss_mib() -> float:
+  """This process's peak RSS (VmHWM: unlike getrusage's ru_maxrss it starts
+  afresh at exec, so the forked JAX parent's pages are not counted)."""
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmHWM:"):
+        return int(line.split()[1]) / 1024.0
+  return float("nan")
+
+
 def main(argv: list[str]) -> None:
   """Reads --spec=JSON, prints the ready line, serves `run N` / `quit`."""
   specs = [a for a in argv[1:] if a.startswith("--spec=")]
@@ -515,7 +525,8 @@ def main(argv: list[str]) -> None:
       raise SystemExit(f"unknown command {line!r}; expected 'run N' or "
                        "'quit'")
     loss, times = step.run(int(cmd[1]))
-    print(json.dumps({"loss": loss, "times": times}), flush=True)
+    print(json.dumps({"loss": loss, "times": times,
+                      "peak_rss_mib": peak_rss_mib()}), flush=True)
 
 
 if __name__ == "__main__":
