@@ -1,0 +1,151 @@
+r"""Runs every benchmark and writes their results plus a combined summary.
+
+    python -m bench.run_all --output_dir=bench/results [--quick]
+
+(`make bench`.) In order: `matmul_peak`, `loss_memory`, `data_prep`,
+`retrieval`, `train_step`. Each runs as its own subprocess
+(`python -m bench.<name> --output_dir=...`): they define clashing absl
+flags, loss_memory needs a fresh JAX with 8 fake devices, and a crash or
+out-of-memory in one must not take the others down. Each writes
+`<name>.json` and `<name>.md` into `--output_dir`; this module then writes
+`summary.md` with the command, the date and machine, and every table (or
+the failure: exit status and the end of its stderr). The exit status is 1
+when any benchmark failed.
+
+`--quick` passes each benchmark's smallest settings (seconds to a few
+minutes in all): a check that the suite and its output schema work, not a
+measurement.
+"""
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# name -> (full-run flags, quick flags).
+BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
+    "matmul_peak": ([], ["--size=256", "--repeats=3"]),
+    "loss_memory": ([], ["--batch_sizes=8,16"]),
+    "data_prep": ([], ["--num_subjects=2", "--repeats=1", "--copies=1",
+                       "--workers=1"]),
+    "retrieval": ([], ["--quick"]),
+    "train_step": ([], ["--quick", "--pairs=1", "--steps=1"]),
+}
+
+
+def run_one(name: str, output_dir: str, quick: bool,
+            timeout_s: float | None = None) -> dict[str, Any]:
+  """Runs `bench.<name>` in a subprocess; returns its status and table.
+
+  Returns:
+    dict with `name`, `command`, `ok`, `wall_s`, and `markdown` (the
+    benchmark's .md) when it succeeded, or `error` (exit status and the
+    last lines of its stderr) when it did not.
+  """
+  full, small = BENCHMARKS[name]
+  cmd = [sys.executable, "-m", f"bench.{name}",
+         f"--output_dir={output_dir}"] + (small if quick else full)
+  env = dict(os.environ)
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  t = time.perf_counter()
+  try:
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, check=False,
+                          timeout=timeout_s)
+    code, err = proc.returncode, proc.stderr
+  except subprocess.TimeoutExpired as e:
+    code = "timeout"
+    err = e.stderr if isinstance(e.stderr, str) else (
+        e.stderr or b"").decode(errors="replace")
+  wall = time.perf_counter() - t
+  row: dict[str, Any] = {"name": name, "command": " ".join(
+      ["python -m", f"bench.{name}"] + cmd[3:]), "wall_s": wall}
+  md = os.path.join(output_dir, f"{name}.md")
+  if code == 0 and os.path.exists(md):
+    with open(md, encoding="utf-8") as f:
+      row.update(ok=True, markdown=f.read())
+  else:
+    tail = "\n".join((err or "").strip().splitlines()[-8:])
+    row.update(ok=False, error=f"exit {code}: {tail}")
+  return row
+
+
+def summary(rows: Sequence[dict[str, Any]], command: str) -> str:
+  """The combined Markdown: header line, then each benchmark's table."""
+  failed = [r["name"] for r in rows if not r["ok"]]
+  lines = [
+      "# Benchmark summary", "",
+      f"`{command}`", "",
+      f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {platform.node()}, "
+      f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+      f"{platform.python_version()}, load average "
+      f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}.", "",
+      "| benchmark | status | wall s |", "|---|---|---:|"]
+  lines += [f"| {r['name']} | {'ok' if r['ok'] else 'FAILED'} | "
+            f"{r['wall_s']:.1f} |" for r in rows]
+  if failed:
+    lines += ["", f"Failed: {', '.join(failed)} (details below)."]
+  for r in rows:
+    lines += ["", "---", "", f"`{r['command']}`", ""]
+    if r["ok"]:
+      # Demote the benchmark's own headings one level under the summary.
+      lines.append("\n".join("#" + ln if ln.startswith("#") else ln
+                             for ln in r["markdown"].rstrip().splitlines()))
+    else:
+      lines += [f"## {r['name']}: FAILED", "", "```", r["error"], "```"]
+  return "\n".join(lines) + "\n"
+
+
+def run(output_dir: str, *, quick: bool = False,
+        names: Sequence[str] = tuple(BENCHMARKS),
+        command: str = "python -m bench.run_all") -> list[dict[str, Any]]:
+  """Runs `names` in order, writes `summary.md`; returns the status rows."""
+  os.makedirs(output_dir, exist_ok=True)
+  rows = []
+  for name in names:
+    print(f"[bench.run_all] {name} ...", flush=True)
+    row = run_one(name, output_dir, quick)
+    print(f"[bench.run_all] {name}: {'ok' if row['ok'] else 'FAILED'} "
+          f"({row['wall_s']:.1f} s)", flush=True)
+    rows.append(row)
+  path = os.path.join(output_dir, "summary.md")
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    f.write(summary(rows, command))
+  os.replace(path + ".tmp", path)
+  print(path)
+  return rows
+
+
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", "bench/results",
+                                  "Where every result and summary.md go.")
+_QUICK = flags.DEFINE_boolean("quick", False, "Smallest settings: a schema "
+                              "check, not a measurement.")
+_ONLY = flags.DEFINE_list("only", None, "Run only these benchmarks (default: "
+                          f"all of {', '.join(BENCHMARKS)}).")
+
+
+def main(argv: Sequence[str]) -> None:
+  """absl entry point; exits 1 if any benchmark failed."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  names = _ONLY.value or list(BENCHMARKS)
+  unknown = sorted(set(names) - set(BENCHMARKS))
+  if unknown:
+    raise app.UsageError(f"unknown benchmarks {unknown}; expected some of "
+                         f"{list(BENCHMARKS)}")
+  command = " ".join(["python -m bench.run_all"] + sys.argv[1:])
+  rows = run(_OUTPUT_DIR.value, quick=_QUICK.value, names=names,
+             command=command)
+  if not all(r["ok"] for r in rows):
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
