@@ -33,7 +33,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "matmul_peak": ([], ["--size=256", "--repeats=3"]),
     "loss_memory": ([], ["--batch_sizes=8,16"]),
-    "data_prep": ([], ["--num_subjects=2", "--repeats=1", "--copies=1",
+    # Fewer than ~8 subjects can leave no study after planning (exclusions).
+    "data_prep": ([], ["--num_subjects=8", "--repeats=1", "--copies=1",
                        "--workers=1"]),
     "retrieval": ([], ["--quick"]),
     "train_step": ([], ["--quick", "--pairs=1", "--steps=1"]),
