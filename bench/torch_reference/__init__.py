@@ -1,0 +1,1 @@
+"""PyTorch reference implementations for bench/train_step.py."""
