@@ -407,10 +407,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def run_evals(config, model, state, tok, mesh, writer, step, workdir) -> dict:
   """In-training evaluators (the eval binaries' modules), process 0 writes."""
-  try:
-    from jointcxr.evaluators import common as eval_common  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return {}
+  from jointcxr.evaluators import common as eval_common  # pylint: disable=g-import-not-at-top
   results = eval_common.run_in_training(config, model, state, tok, mesh)
   if results:
     writer.write_scalars(step, results)

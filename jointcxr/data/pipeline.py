@@ -106,16 +106,23 @@ def open_split(data_dir: str, split: str):
   """The TFDS builder of a converted image-report directory.
 
   Raises:
-    ValueError: no split of that name, or a reports-only directory.
+    ValueError: no split of that name (TFDS slices such as "train[:10%]"
+      are accepted), or a reports-only directory.
   """
   try:
     builder = tfds.builder_from_directory(data_dir)
   except Exception as e:  # TFDS raises several types for a bad directory
     raise ValueError(f"{data_dir}: not a converted TFDS directory "
                      f"({type(e).__name__}: {e})") from e
-  if split not in builder.info.splits:
-    raise ValueError(f"{data_dir} has no split {split!r} (has "
+  # TFDS slicing ("train[:10%]", "train[:512]") selects a subset of a split.
+  base = split.split("[", 1)[0]
+  if base not in builder.info.splits:
+    raise ValueError(f"{data_dir} has no split {base!r} (has "
                      f"{sorted(builder.info.splits)})")
+  try:
+    builder.info.splits[split]  # pylint: disable=pointless-statement
+  except (ValueError, AssertionError) as e:
+    raise ValueError(f"{data_dir}: bad split slice {split!r} ({e})") from e
   if "images" not in builder.info.features:
     raise ValueError(f"{data_dir} has no images (a reports-only "
                      "conversion); the image-report pipeline needs images")

@@ -14,9 +14,10 @@ import json
 import os
 from typing import Any
 
+from absl import logging
+
 import jax
 from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
@@ -110,16 +111,26 @@ def embed_split(loaded: Loaded, data_dir: str, split: str, *,
       max_tokens=cfg.max_tokens, max_sentences=cfg.max_sentences,
       mean=cfg.mean, std=cfg.std, limit=limit)
   enc_img, enc_txt = _encoders(loaded.model)
+  # Each process embeds its own share on its first local device. Committing
+  # every input there keeps the computation (and its outputs) local even
+  # inside a training loop's global `jax.set_mesh` context, where results
+  # would otherwise span other hosts' devices and could not be fetched.
+  dev = jax.local_devices()[0]
+  local_mesh = jax.sharding.Mesh(np.array([dev]), ("data",))
+  variables = jax.device_put(loaded.variables, dev)
+  put = lambda x: jax.device_put(np.asarray(x), dev)
   keep = {k: [] for k in ("img", "txt", "feat", "labels", "present", "sid")}
-  for b in gen:
-    zi, feat = enc_img(loaded.variables, jnp.asarray(b["image"]))
-    zt = enc_txt(loaded.variables, jnp.asarray(b["tokens"]),
-                 jnp.asarray(b["text_mask"]), jnp.asarray(b["sentence_ids"]))
-    m = b["mask"]
-    for key, val in (("img", zi), ("txt", zt), ("feat", feat),
-                     ("labels", b["labels"]), ("present", b["labels_present"]),
-                     ("sid", b["study_id"])):
-      keep[key].append(np.asarray(val)[m])
+  with jax.set_mesh(local_mesh):
+    for b in gen:
+      zi, feat = enc_img(variables, put(b["image"]))
+      zt = enc_txt(variables, put(b["tokens"]), put(b["text_mask"]),
+                   put(b["sentence_ids"]))
+      m = b["mask"]
+      for key, val in (("img", zi), ("txt", zt), ("feat", feat),
+                       ("labels", b["labels"]),
+                       ("present", b["labels_present"]),
+                       ("sid", b["study_id"])):
+        keep[key].append(np.asarray(val)[m])
   arrays = {k: np.concatenate(v) for k, v in keep.items()}
   if jax.process_count() > 1:
     arrays = {k: _gather_ragged(v) for k, v in arrays.items()}
@@ -129,7 +140,9 @@ def embed_split(loaded: Loaded, data_dir: str, split: str, *,
 
 def _gather_ragged(x: np.ndarray) -> np.ndarray:
   """All-gathers per-process arrays of different lengths."""
-  n = multihost_utils.process_allgather(np.array([len(x)]))
+  # Stacked (not tiled): [processes, 1] lengths, [processes, max, ...] data.
+  n = np.asarray(multihost_utils.process_allgather(
+      np.array([len(x)]))).reshape(-1)
   pad = int(n.max()) - len(x)
   padded = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
   allx = multihost_utils.process_allgather(padded)
@@ -150,7 +163,8 @@ def run_in_training(config, model, state, tok, mesh) -> dict:
   try:
     emb = embed_split(loaded, config.input.data_dir, ev.split,
                       batch_size=ev.batch_size, limit=ev.limit)
-  except ValueError:  # e.g. no validation split in this dataset
+  except ValueError as e:  # e.g. no validation split in this dataset
+    logging.warning("in-training retrieval evaluation skipped: %s", e)
     return {}
   del mesh
   return {f"val/{k}": v for k, v in retrieval.metrics(
