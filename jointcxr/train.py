@@ -258,6 +258,19 @@ def _flops(step_fn, state, batch) -> float:
     return 0.0
 
 
+def compiled_barrier(name: str, timeout_s: int = 1800) -> None:
+  """Waits (coordination service, not a collective) until every process
+  gets here; a no-op with one process.
+
+  Called after the first step is compiled: CPU (gloo) collectives give a
+  peer only 30 s to join, and compile times differ between hosts.
+  """
+  if jax.process_count() > 1:
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top
+    distributed.global_state.client.wait_at_barrier(
+        f"jointcxr_{name}", timeout_s * 1000)
+
+
 def _check_finite(state, policy, last_saved):
   n, first = jax.device_get((state["nonfinite"], state["first_bad_step"]))
   if n and policy == "stop":
@@ -361,7 +374,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
             [config.seed, step]).random() < config.mlm_prob
         fn = mlm_step if use_mlm else train_step
         if flops is None and not use_mlm:
+          # Compiles the step (the call below reuses it), then lines the
+          # processes up before its first collective.
           flops = _flops(train_step, state, batch)
+          compiled_barrier(f"first_step_{step}")
         state, metrics = fn(state, batch)
         step += 1
         for h in hooks:

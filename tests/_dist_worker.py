@@ -90,6 +90,9 @@ def main() -> None:
       g = global_batch(step, config, tok.vocab_size)
       local = {k: v[pid * per:(pid + 1) * per] for k, v in g.items()}
       batch = pipeline.to_global(local, mesh, sharding.batch_axes(mesh))
+      if step == 0:
+        step_fn = step_fn.lower(state, batch).compile()
+        train.compiled_barrier("test_compiled")
       state, metrics = step_fn(state, batch)
       losses.append(float(jax.device_get(metrics["loss"])))
   params = multihost_utils.process_allgather(state["params"], tiled=True)
