@@ -89,8 +89,11 @@ def check(config: Any) -> None:
   problems = []
   if config.method not in METHODS:
     problems.append(f"method {config.method!r} is not one of {METHODS}")
-  for key in ("total_steps", "batch_size", "ckpt_every_steps",
-              "log_every_steps", "keep_checkpoints", "accum_steps"):
+  # total_steps 0 initialises, saves and evaluates: the random-init baseline.
+  if config.total_steps < 0:
+    problems.append(f"total_steps must be >= 0, got {config.total_steps}")
+  for key in ("batch_size", "ckpt_every_steps", "log_every_steps",
+              "keep_checkpoints", "accum_steps"):
     if config[key] < 1:
       problems.append(f"{key} must be >= 1, got {config[key]}")
   if config.accum_steps >= 1 and config.batch_size % config.accum_steps:
