@@ -30,7 +30,6 @@ with other work, so compare ratios within one run, not across runs.
 import csv
 import gzip
 import io
-import json
 import os
 import pathlib
 import platform
@@ -40,6 +39,8 @@ from typing import Any, Callable, Sequence
 
 from absl import app
 from absl import flags
+
+from bench import report
 from absl import logging as absl_logging
 import numpy as np
 from PIL import Image
@@ -537,16 +538,7 @@ def to_markdown(r: dict[str, Any]) -> str:
 
 def write(result: dict[str, Any], output_dir: str) -> tuple[str, str]:
   """Writes data_prep.json and data_prep.md atomically; returns the paths."""
-  os.makedirs(output_dir, exist_ok=True)
-  paths = []
-  for name, text in (("data_prep.json", json.dumps(result, indent=1)),
-                     ("data_prep.md", to_markdown(result))):
-    path = os.path.join(output_dir, name)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(path + ".tmp", path)
-    paths.append(path)
-  return paths[0], paths[1]
+  return report.write_pair(output_dir, "data_prep", result, to_markdown(result))
 
 
 def main(argv: Sequence[str]) -> None:

@@ -32,6 +32,8 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
+
+from bench import report
 from tqdm import tqdm
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "bench/results",
@@ -241,16 +243,7 @@ def to_markdown(results: dict[str, Any]) -> str:
 
 def write(results: dict[str, Any], output_dir: str) -> tuple[str, str]:
   """Writes loss_memory.json and loss_memory.md atomically; returns paths."""
-  os.makedirs(output_dir, exist_ok=True)
-  paths = []
-  for name, text in (("loss_memory.json", json.dumps(results, indent=1)),
-                     ("loss_memory.md", to_markdown(results))):
-    path = os.path.join(output_dir, name)
-    with open(path + ".tmp", "w") as f:
-      f.write(text + "\n")
-    os.replace(path + ".tmp", path)
-    paths.append(path)
-  return paths[0], paths[1]
+  return report.write_pair(output_dir, "loss_memory", results, to_markdown(results))
 
 
 def main(argv: Sequence[str]) -> None:

@@ -8,13 +8,13 @@ dev box; shared cores make any single number noisy, so the median of
 `repeats` timed calls is reported along with the best).
 """
 
-import json
-import os
 import time
 from typing import Any, Sequence
 
 from absl import app
 from absl import flags
+
+from bench import report
 
 
 def _define_flags() -> None:
@@ -74,16 +74,7 @@ def to_markdown(r: dict[str, Any]) -> str:
 
 def write(r: dict[str, Any], output_dir: str) -> tuple[str, str]:
   """Writes matmul_peak.json / .md atomically; returns their paths."""
-  os.makedirs(output_dir, exist_ok=True)
-  paths = []
-  for name, text in (("matmul_peak.json", json.dumps(r, indent=1)),
-                     ("matmul_peak.md", to_markdown(r))):
-    path = os.path.join(output_dir, name)
-    with open(path + ".tmp", "w") as f:
-      f.write(text + "\n")
-    os.replace(path + ".tmp", path)
-    paths.append(path)
-  return paths[0], paths[1]
+  return report.write_pair(output_dir, "matmul_peak", r, to_markdown(r))
 
 
 def main(argv: Sequence[str]) -> None:

@@ -22,7 +22,6 @@ indices come back) and `recall_metrics` over all N queries. Reported:
 `--quick` uses N = 4096 (a schema check).
 """
 
-import json
 import os
 import platform
 import resource
@@ -31,6 +30,8 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
+
+from bench import report
 
 MIB = 2.0 ** 20
 
@@ -145,16 +146,7 @@ def to_markdown(r: dict[str, Any]) -> str:
 
 def write(r: dict[str, Any], output_dir: str) -> tuple[str, str]:
   """Writes retrieval.json / .md atomically; returns their paths."""
-  os.makedirs(output_dir, exist_ok=True)
-  paths = []
-  for name, text in (("retrieval.json", json.dumps(r, indent=1)),
-                     ("retrieval.md", to_markdown(r))):
-    path = os.path.join(output_dir, name)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      f.write(text + "\n")
-    os.replace(path + ".tmp", path)
-    paths.append(path)
-  return paths[0], paths[1]
+  return report.write_pair(output_dir, "retrieval", r, to_markdown(r))
 
 
 def _define_flags() -> None:

@@ -55,6 +55,8 @@ from typing import Any, Sequence
 from absl import app
 from absl import flags
 
+from bench import report
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_PYTHON = os.path.join(ROOT, "bench", "torch_reference", ".venv", "bin",
                             "python")
@@ -553,16 +555,7 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 def write(result: dict[str, Any], output_dir: str) -> tuple[str, str]:
   """Writes train_step.json / .md atomically; returns their paths."""
-  os.makedirs(output_dir, exist_ok=True)
-  paths = []
-  for name, text in (("train_step.json", json.dumps(result, indent=1)),
-                     ("train_step.md", to_markdown(result))):
-    path = os.path.join(output_dir, name)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-      f.write(text)
-    os.replace(path + ".tmp", path)
-    paths.append(path)
-  return paths[0], paths[1]
+  return report.write_pair(output_dir, "train_step", result, to_markdown(result))
 
 
 def _define_flags() -> None:
