@@ -3,14 +3,16 @@ r"""Runs every benchmark and writes their results plus a combined summary.
     python -m bench.run_all --output_dir=bench/results [--quick]
 
 (`make bench`.) In order: `matmul_peak`, `loss_memory`, `data_prep`,
-`retrieval`, `train_step`. Each runs as its own subprocess
+`retrieval`, `train_step`, `accelerator` (on a CPU backend it records that
+nothing was measured). Each runs as its own subprocess
 (`python -m bench.<name> --output_dir=...`): they define clashing absl
 flags, loss_memory needs a fresh JAX with 8 fake devices, and a crash or
 out-of-memory in one must not take the others down. Each writes
 `<name>.json` and `<name>.md` into `--output_dir`; this module then writes
 `summary.md` with the command, the date and machine, and every table (or
-the failure: exit status and the end of its stderr). The exit status is 1
-when any benchmark failed.
+the failure: exit status and the end of its stderr); with `--only`, the
+others' tables from an earlier run are kept, marked as such. The exit
+status is 1 when any benchmark failed.
 
 `--quick` passes each benchmark's smallest settings (seconds to a few
 minutes in all): a check that the suite and its output schema work, not a
@@ -37,7 +39,10 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "data_prep": ([], ["--num_subjects=8", "--repeats=1", "--copies=1",
                        "--workers=1"]),
     "retrieval": ([], ["--quick"]),
-    "train_step": ([], ["--quick", "--pairs=1", "--steps=1"]),
+    # --ablation: the lowering table and XLA flag variants (issue 8).
+    "train_step": (["--ablation"], ["--quick", "--pairs=1", "--steps=1"]),
+    # On a CPU backend this writes "not measured" (no accelerator).
+    "accelerator": ([], ["--smoke"]),
 }
 
 
@@ -78,6 +83,29 @@ def run_one(name: str, output_dir: str, quick: bool,
   return row
 
 
+def _status(row: dict[str, Any]) -> str:
+  if row.get("earlier"):
+    return "earlier run (not re-run)"
+  return "ok" if row["ok"] else "FAILED"
+
+
+def earlier_row(name: str, output_dir: str) -> dict[str, Any] | None:
+  """A row for a benchmark not run now, from its `.md` if one exists.
+
+  So `--only=x` refreshes x's table while summary.md keeps the others,
+  marked as coming from an earlier run.
+  """
+  md = os.path.join(output_dir, f"{name}.md")
+  if not os.path.exists(md):
+    return None
+  when = time.strftime("%Y-%m-%d %H:%M UTC",
+                       time.gmtime(os.path.getmtime(md)))
+  with open(md, encoding="utf-8") as f:
+    return {"name": name, "ok": True, "earlier": True, "wall_s": 0.0,
+            "command": f"python -m bench.{name} (earlier run, {when})",
+            "markdown": f.read()}
+
+
 def summary(rows: Sequence[dict[str, Any]], command: str) -> str:
   """The combined Markdown: header line, then each benchmark's table."""
   failed = [r["name"] for r in rows if not r["ok"]]
@@ -89,8 +117,9 @@ def summary(rows: Sequence[dict[str, Any]], command: str) -> str:
       f"{platform.python_version()}, load average "
       f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}.", "",
       "| benchmark | status | wall s |", "|---|---|---:|"]
-  lines += [f"| {r['name']} | {'ok' if r['ok'] else 'FAILED'} | "
-            f"{r['wall_s']:.1f} |" for r in rows]
+  lines += [f"| {r['name']} | {_status(r)} | "
+            f"{'' if r.get('earlier') else format(r['wall_s'], '.1f')} |"
+            for r in rows]
   if failed:
     lines += ["", f"Failed: {', '.join(failed)} (details below)."]
   for r in rows:
@@ -116,6 +145,9 @@ def run(output_dir: str, *, quick: bool = False,
     print(f"[bench.run_all] {name}: {'ok' if row['ok'] else 'FAILED'} "
           f"({row['wall_s']:.1f} s)", flush=True)
     rows.append(row)
+  ran = {r["name"] for r in rows}
+  rows += [r for r in (earlier_row(n, output_dir) for n in BENCHMARKS
+                       if n not in ran) if r is not None]
   path = os.path.join(output_dir, "summary.md")
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     f.write(summary(rows, command))

@@ -19,6 +19,7 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 import numpy as np
 
@@ -162,9 +163,13 @@ def evaluate(config, workdir: str, keep: dict | None = None) -> dict:
   out["meta/skipped_tasks"] = len(skipped)
   extra = ("\nSkipped (dataset not configured): " + ", ".join(skipped) + "\n"
            if skipped else "")
-  jpath, mpath = report.write(os.path.join(workdir, "eval"), "localized", out,
-                              f"Localized evaluation of {source}", extra)
-  print(f"wrote {jpath} and {mpath}")
+  # Every process computes the same probes (on its local devices); one
+  # writer keeps a shared workdir free of racing renames.
+  if jax.process_index() == 0:
+    jpath, mpath = report.write(os.path.join(workdir, "eval"), "localized",
+                                out, f"Localized evaluation of {source}",
+                                extra)
+    print(f"wrote {jpath} and {mpath}")
   return out
 
 

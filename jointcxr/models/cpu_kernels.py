@@ -3,8 +3,9 @@
 On XLA:CPU the backward pass of native convolutions, of autodiffed
 BatchNorm and of `reduce_window` max-pooling is several times slower than
 the same arithmetic written as plain matrix products and elementwise loops
-(ENVIRONMENT.md "closing the CPU convolution gap"; bench/README.md has the
-measurements). This module provides those lowerings; each computes exactly
+(ENVIRONMENT.md "closing the CPU convolution gap"; `python -m
+bench.train_step --ablation` measures each lowering, README "Closing the
+CPU gap" has the table). This module provides those lowerings; each computes exactly
 the function (and the gradient) of the reference op, which
 tests/test_cpu_kernels.py checks in float64:
 

@@ -1,0 +1,85 @@
+"""The benchmark suite's own logic: accelerator MFU mode and the summary."""
+
+import json
+import math
+import os
+
+import pytest
+
+from bench import accelerator
+from bench import report
+from bench import run_all
+
+
+def test_spec_peak_matches_device_kinds():
+  assert accelerator.spec_peak_flops("NVIDIA H100 PCIe") == 756e12
+  assert accelerator.spec_peak_flops("NVIDIA H100 80GB HBM3") == 989.4e12
+  assert accelerator.spec_peak_flops("NVIDIA H200") == 989.4e12
+  assert accelerator.spec_peak_flops("TPU v5 lite") == 197e12
+  assert accelerator.spec_peak_flops("TPU v4") == 275e12
+  assert accelerator.spec_peak_flops("cpu") is None
+
+
+def test_projection_is_epochs_times_examples_over_throughput():
+  p = accelerator.project(10.0, 1000, epochs=100, chips=(1, 8))
+  assert p["hours_1_chips"] == pytest.approx(100 * 1000 / 10.0 / 3600)
+  assert p["hours_8_chips"] == pytest.approx(p["hours_1_chips"] / 8)
+
+
+def test_cpu_backend_measures_nothing_and_says_so(tmp_path):
+  r = accelerator.run(methods=["lovt"], steps=1, smoke=False,
+                      epoch_examples=10, joimternet_size=64,
+                      peak_tflops=None)
+  assert r["backend"] == "cpu" and "methods" not in r
+  md = accelerator.to_markdown(r)
+  assert "Not measured: the JAX backend is cpu" in md
+
+
+def test_smoke_run_times_the_bf16_step(tmp_path):
+  r = accelerator.run(methods=["lovt"], steps=1, smoke=True,
+                      epoch_examples=1000, joimternet_size=64,
+                      peak_tflops=100.0)
+  (m,) = r["methods"]
+  assert "error" not in m, m
+  assert m["flops_per_step"] > 0 and m["step_s"] > 0
+  assert math.isfinite(m["loss"])
+  assert m["examples_per_s"] == pytest.approx(m["batch"] / m["step_s"])
+  assert m["mfu"] == pytest.approx(m["flops_per_s"] / 100e12)
+  assert r["lovt_projection"]["hours_1_chips"] == pytest.approx(
+      100 * 1000 / m["examples_per_s"] / 3600)
+  json_path, md_path = report.write_pair(str(tmp_path), "accelerator", r,
+                                         accelerator.to_markdown(r))
+  assert json.load(open(json_path))["methods"][0]["method"] == "lovt"
+  assert "| lovt | 8 (2) | 64 |" in open(md_path).read()
+
+
+def test_summary_reports_failures_and_tables():
+  rows = [
+      {"name": "matmul_peak", "command": "python -m bench.matmul_peak",
+       "wall_s": 1.0, "ok": True, "markdown": "# Matmul peak\n\n| a |\n"},
+      {"name": "retrieval", "command": "python -m bench.retrieval",
+       "wall_s": 2.0, "ok": False, "error": "exit 1: boom"}]
+  md = run_all.summary(rows, "python -m bench.run_all")
+  assert "| retrieval | FAILED | 2.0 |" in md
+  assert "Failed: retrieval" in md
+  assert "## Matmul peak" in md  # demoted one level under the summary
+  assert "exit 1: boom" in md
+
+
+def test_run_one_reports_a_crashing_benchmark(tmp_path, monkeypatch):
+  monkeypatch.setitem(run_all.BENCHMARKS, "matmul_peak",
+                      (["--size=0"], ["--size=0"]))
+  row = run_all.run_one("matmul_peak", str(tmp_path), quick=False)
+  assert not row["ok"]
+  assert "--size and --repeats must be positive" in row["error"]
+  assert not os.path.exists(tmp_path / "matmul_peak.json")
+
+
+def test_earlier_results_are_kept_and_marked(tmp_path):
+  (tmp_path / "retrieval.md").write_text("# Retrieval\n\n| x |\n")
+  row = run_all.earlier_row("retrieval", str(tmp_path))
+  assert row["ok"] and row["earlier"]
+  assert run_all.earlier_row("train_step", str(tmp_path)) is None
+  md = run_all.summary([row], "python -m bench.run_all --only=matmul_peak")
+  assert "| retrieval | earlier run (not re-run) |  |" in md
+  assert "## Retrieval" in md
