@@ -17,11 +17,13 @@ unmodified default config (`configs/<method>.py`) with `dtype=bfloat16`:
 
 Reported per method: examples/s (mean of `--steps` chained steps after a
 warm-up, synthetic device-resident batch, so the input pipeline is not in
-the number), the step's FLOPs from XLA's cost analysis, MFU = FLOP/s / the
-chip's dense bf16 peak (`PEAK_BF16_TFLOPS`, by `device_kind`, or
-`--peak_tflops`), and the fraction of a bf16 matmul peak measured here.
-XLA's count includes any recomputation it chose, so on a rematerialising
-step MFU is an upper bound; the trainer does not rematerialise.
+the number), the step's model FLOPs from XLA's cost analysis, MFU =
+FLOP/s / the chip's dense bf16 peak (`PEAK_BF16_TFLOPS`, by `device_kind`,
+or `--peak_tflops`), and the fraction of a bf16 matmul peak measured here.
+XLA counts a `scan` body once, so for an accumulated step (LoVT: K = 16)
+the model FLOPs are K times the cost analysis of the un-accumulated
+micro-step (compiled for that alone); the GradCache re-forward is
+recomputation and not counted, as MFU conventionally does.
 
 For LoVT it also projects the wall time of the paper's 100-epoch schedule
 on MIMIC-CXR: epochs x `--epoch_examples` / examples/s, on this one chip
@@ -108,18 +110,34 @@ def measure_method(method: str, *, steps: int, smoke: bool,
   """Builds and times one method's bf16 step; returns its result row."""
   from bench import train_step  # pylint: disable=g-import-not-at-top
   c = paper_config(method, smoke=smoke, joimternet_size=joimternet_size)
+  k = c.accum_steps
+  micro_flops = None
+  if k > 1:
+    # XLA's cost analysis counts a scan body once, so the accumulated
+    # step's figure is about 1/K of its work. Model FLOPs (what MFU
+    # counts) are K un-accumulated micro-steps; the GradCache re-forward
+    # is recomputation and is left out.
+    m = paper_config(method, smoke=smoke, joimternet_size=joimternet_size)
+    m.batch_size, m.accum_steps = c.batch_size // k, 1
+    micro = train_step.JaxStep(method, batch_spec(m, method, smoke),
+                               config=m)
+    micro_flops = micro.flops
+    micro.close()
   spec = batch_spec(c, method, smoke)
   step = train_step.JaxStep(method, spec, config=c)
+  flops = step.flops if micro_flops is None else k * micro_flops
   step.run_chained(2)  # past the first calls' allocations
   step_s = step.run_chained(steps)
-  row = {"method": method, "batch": c.batch_size,
-         "accum_steps": c.accum_steps, "image_size": c.input.image_size,
-         "tokens": spec["tokens"], "params": step.params,
-         "flops_per_step": step.flops, "compile_s": step.compile_s,
-         "step_s": step_s, "examples_per_s": c.batch_size / step_s,
-         "flops_per_s": step.flops / step_s,
-         "mfu": None if peak is None else step.flops / step_s / peak,
-         "fraction_of_matmul_peak": step.flops / step_s / matmul_peak,
+  row = {"method": method, "batch": c.batch_size, "accum_steps": k,
+         "image_size": c.input.image_size, "tokens": spec["tokens"],
+         "params": step.params, "flops_per_step": flops,
+         "micro_step_flops": micro_flops,
+         "xla_flops_of_step_program": step.flops,
+         "compile_s": step.compile_s, "step_s": step_s,
+         "examples_per_s": c.batch_size / step_s,
+         "flops_per_s": flops / step_s,
+         "mfu": None if peak is None else flops / step_s / peak,
+         "fraction_of_matmul_peak": flops / step_s / matmul_peak,
          "loss": step.loss}
   step.close()
   return row
@@ -131,10 +149,11 @@ def to_markdown(r: dict[str, Any]) -> str:
   if r.get("skipped"):
     return "\n".join(head + [f"Not measured: {r['skipped']}", ""])
   peak = r["spec_peak_flops"]
+  smoke = " [--smoke: tiny configs, not a measurement]" if r["smoke"] else ""
+  peak_s = "n/a" if peak is None else f"{peak / 1e12:.0f} TFLOP/s"
   head += [
       f"{r['date']}, JAX {r['jax_version']} on {r['backend']} "
-      f"({r['device_kind']}){' [--smoke: tiny configs, not a measurement]' if r['smoke'] else ''}. "
-      f"Dense bf16 peak {'n/a' if peak is None else f'{peak / 1e12:.0f} TFLOP/s'}; "
+      f"({r['device_kind']}){smoke}. Dense bf16 peak {peak_s}; "
       f"measured bf16 matmul peak {r['matmul_peak_flops'] / 1e12:.1f} "
       f"TFLOP/s. Mean of {r['steps']} chained steps on a device-resident "
       "synthetic batch.", "",

@@ -46,20 +46,28 @@ import numpy as np
 from PIL import Image
 import tqdm
 
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "bench/results",
-                                  "Where data_prep.{json,md} go.")
-_NUM_SUBJECTS = flags.DEFINE_integer(
-    "num_subjects", 16, "Synthetic MIMIC subjects (about 2.5 studies and "
-    "4.5 images each; about 2 of the images frontal).")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 256,
-                                   "Converter output (shorter side).")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timing repeats (best kept).")
-_WORKERS = flags.DEFINE_list("workers", ["1", "2"], "Worker counts of the "
-                             "end-to-end conversion.")
-_COPIES = flags.DEFINE_integer("copies", 6, "Copies of the synthetic tree "
-                               "(hard links) converted end to end.")
-_WORK_DIR = flags.DEFINE_string("work_dir", None, "Scratch directory "
-                                "(default: a temporary one, removed).")
+
+def _define_flags() -> None:
+  """Defines the command-line flags (only when run as a program).
+
+  Kept out of import time so the benchmark modules import together (tests
+  import several; absl refuses a flag defined twice).
+  """
+  flags.DEFINE_string("output_dir", "bench/results",
+                      "Where data_prep.{json,md} go.")
+  flags.DEFINE_integer("num_subjects", 16, "Synthetic MIMIC subjects (about "
+                       "2.5 studies and 4.5 images each; about 2 of the "
+                       "images frontal).")
+  flags.DEFINE_integer("image_size", 256,
+                       "Converter output (shorter side).")
+  flags.DEFINE_integer("repeats", 3, "Timing repeats (best kept).")
+  flags.DEFINE_list("workers", ["1", "2"], "Worker counts of the "
+                    "end-to-end conversion.")
+  flags.DEFINE_integer("copies", 6, "Copies of the synthetic tree "
+                       "(hard links) converted end to end.")
+  flags.DEFINE_string("work_dir", None, "Scratch directory "
+                      "(default: a temporary one, removed).")
+
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -538,7 +546,8 @@ def to_markdown(r: dict[str, Any]) -> str:
 
 def write(result: dict[str, Any], output_dir: str) -> tuple[str, str]:
   """Writes data_prep.json and data_prep.md atomically; returns the paths."""
-  return report.write_pair(output_dir, "data_prep", result, to_markdown(result))
+  return report.write_pair(output_dir, "data_prep", result,
+                           to_markdown(result))
 
 
 def main(argv: Sequence[str]) -> None:
@@ -546,15 +555,15 @@ def main(argv: Sequence[str]) -> None:
   del argv
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   absl_logging.set_verbosity(absl_logging.WARNING)  # not 1 line per skip
-  result = run(num_subjects=_NUM_SUBJECTS.value, image_size=_IMAGE_SIZE.value,
-               repeats=_REPEATS.value,
-               workers=[int(w) for w in _WORKERS.value],
-               copies=_COPIES.value,
-               work_dir=_WORK_DIR.value)
-  for path in write(result, _OUTPUT_DIR.value):
+  fl = flags.FLAGS
+  result = run(num_subjects=fl.num_subjects, image_size=fl.image_size,
+               repeats=fl.repeats, workers=[int(w) for w in fl.workers],
+               copies=fl.copies, work_dir=fl.work_dir)
+  for path in write(result, fl.output_dir):
     print(path)
   print(to_markdown(result))
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -36,20 +36,26 @@ from absl import flags
 from bench import report
 from tqdm import tqdm
 
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "bench/results",
-                                  "Where loss_memory.{json,md} go.")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["256", "512", "1024", "2048"],
-                                 "Global batch sizes (multiples of 8).")
-_DIM = flags.DEFINE_integer("dim", 32, "Embedding dimension.")
-_REGIONS = flags.DEFINE_integer("regions", 16, "DAMSM regions per image.")
-_WORDS = flags.DEFINE_integer("words", 16, "DAMSM words per text.")
-_CHUNK = flags.DEFINE_integer("chunk", 8, "Texts per DAMSM chunk.")
-_SELECT = flags.DEFINE_list(
-    "select", None, "Only these loss:version pairs, e.g. "
-    "damsm_word:shard_map (default: all).")
-_WORKER_JSON = flags.DEFINE_string(
-    "worker_json", None, "Internal: measure in this process (it must have 8 "
-    "devices) and write the rows here.")
+def _define_flags() -> None:
+  """Defines the command-line flags (only when run as a program).
+
+  Kept out of import time so the benchmark modules import together (tests
+  import several; absl refuses a flag defined twice).
+  """
+  flags.DEFINE_string("output_dir", "bench/results",
+                      "Where loss_memory.{json,md} go.")
+  flags.DEFINE_list("batch_sizes", ["256", "512", "1024", "2048"],
+                    "Global batch sizes (multiples of 8).")
+  flags.DEFINE_integer("dim", 32, "Embedding dimension.")
+  flags.DEFINE_integer("regions", 16, "DAMSM regions per image.")
+  flags.DEFINE_integer("words", 16, "DAMSM words per text.")
+  flags.DEFINE_integer("chunk", 8, "Texts per DAMSM chunk.")
+  flags.DEFINE_list("select", None, "Only these loss:version pairs, e.g. "
+                    "damsm_word:shard_map (default: all).")
+  flags.DEFINE_string("worker_json", None, "Internal: measure in this "
+                      "process (it must have 8 devices) and write the rows "
+                      "here.")
+
 
 DEVICE_COUNTS = (1, 8)
 MIB = 2.0 ** 20
@@ -243,36 +249,38 @@ def to_markdown(results: dict[str, Any]) -> str:
 
 def write(results: dict[str, Any], output_dir: str) -> tuple[str, str]:
   """Writes loss_memory.json and loss_memory.md atomically; returns paths."""
-  return report.write_pair(output_dir, "loss_memory", results, to_markdown(results))
+  return report.write_pair(output_dir, "loss_memory", results,
+                           to_markdown(results))
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    sizes = [int(b) for b in _BATCH_SIZES.value]
+    sizes = [int(b) for b in flags.FLAGS.batch_sizes]
   except ValueError:
     raise app.UsageError(f"--batch_sizes must be integers, got "
-                         f"{_BATCH_SIZES.value}") from None
+                         f"{flags.FLAGS.batch_sizes}") from None
   bad = [b for b in sizes if b <= 0 or b % max(DEVICE_COUNTS)]
   if bad:
     raise app.UsageError(f"--batch_sizes must be positive multiples of "
                          f"{max(DEVICE_COUNTS)}: {bad}")
   select = None
-  if _SELECT.value:
-    select = [tuple(s.split(":", 1)) for s in _SELECT.value]
+  if flags.FLAGS.select:
+    select = [tuple(s.split(":", 1)) for s in flags.FLAGS.select]
     if any(len(s) != 2 for s in select):
       raise app.UsageError(f"--select wants loss:version pairs, got "
-                           f"{_SELECT.value}")
-  kw = dict(dim=_DIM.value, regions=_REGIONS.value, words=_WORDS.value,
-            chunk=_CHUNK.value, select=select)
-  if _WORKER_JSON.value:
+                           f"{flags.FLAGS.select}")
+  fl = flags.FLAGS
+  kw = dict(dim=fl.dim, regions=fl.regions, words=fl.words, chunk=fl.chunk,
+            select=select)
+  if flags.FLAGS.worker_json:
     try:
       rows = measure(sizes, **kw)
     except ValueError as e:
       print(f"loss_memory: {e}", file=sys.stderr)
       sys.exit(1)
-    with open(_WORKER_JSON.value, "w") as f:
+    with open(flags.FLAGS.worker_json, "w") as f:
       json.dump(rows, f)
     return
   try:
@@ -280,9 +288,10 @@ def main(argv: Sequence[str]) -> None:
   except RuntimeError as e:
     print(f"loss_memory: {e}", file=sys.stderr)
     sys.exit(1)
-  json_path, md_path = write(results, _OUTPUT_DIR.value)
+  json_path, md_path = write(results, flags.FLAGS.output_dir)
   print(f"wrote {json_path} and {md_path}")
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

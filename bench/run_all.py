@@ -3,8 +3,9 @@ r"""Runs every benchmark and writes their results plus a combined summary.
     python -m bench.run_all --output_dir=bench/results [--quick]
 
 (`make bench`.) In order: `matmul_peak`, `loss_memory`, `data_prep`,
-`retrieval`, `train_step`, `accelerator` (on a CPU backend it records that
-nothing was measured). Each runs as its own subprocess
+`retrieval`, `train_step`, `input_pipeline` (compared with this run's
+train step), `accelerator` (on a CPU backend it records that nothing was
+measured). Each runs as its own subprocess
 (`python -m bench.<name> --output_dir=...`): they define clashing absl
 flags, loss_memory needs a fresh JAX with 8 fake devices, and a crash or
 out-of-memory in one must not take the others down. Each writes
@@ -41,6 +42,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
     "retrieval": ([], ["--quick"]),
     # --ablation: the lowering table and XLA flag variants (issue 8).
     "train_step": (["--ablation"], ["--quick", "--pairs=1", "--steps=1"]),
+    # Reads train_step.json of this run for its input / step ratio.
+    "input_pipeline": ([], ["--subjects=12", "--batch=8", "--batches=2"]),
     # On a CPU backend this writes "not measured" (no accelerator).
     "accelerator": ([], ["--smoke"]),
 }
@@ -148,6 +151,7 @@ def run(output_dir: str, *, quick: bool = False,
   ran = {r["name"] for r in rows}
   rows += [r for r in (earlier_row(n, output_dir) for n in BENCHMARKS
                        if n not in ran) if r is not None]
+  rows.sort(key=lambda r: list(BENCHMARKS).index(r["name"]))
   path = os.path.join(output_dir, "summary.md")
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     f.write(summary(rows, command))
@@ -156,29 +160,36 @@ def run(output_dir: str, *, quick: bool = False,
   return rows
 
 
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", "bench/results",
-                                  "Where every result and summary.md go.")
-_QUICK = flags.DEFINE_boolean("quick", False, "Smallest settings: a schema "
-                              "check, not a measurement.")
-_ONLY = flags.DEFINE_list("only", None, "Run only these benchmarks (default: "
-                          f"all of {', '.join(BENCHMARKS)}).")
+def _define_flags() -> None:
+  """Defines the command-line flags (only when run as a program).
+
+  Kept out of import time so the benchmark modules import together (tests
+  import several; absl refuses a flag defined twice).
+  """
+  flags.DEFINE_string("output_dir", "bench/results",
+                      "Where every result and summary.md go.")
+  flags.DEFINE_boolean("quick", False, "Smallest settings: a schema "
+                       "check, not a measurement.")
+  flags.DEFINE_list("only", None, "Run only these benchmarks (default: "
+                    f"all of {', '.join(BENCHMARKS)}).")
 
 
 def main(argv: Sequence[str]) -> None:
   """absl entry point; exits 1 if any benchmark failed."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  names = _ONLY.value or list(BENCHMARKS)
+  names = flags.FLAGS.only or list(BENCHMARKS)
   unknown = sorted(set(names) - set(BENCHMARKS))
   if unknown:
     raise app.UsageError(f"unknown benchmarks {unknown}; expected some of "
                          f"{list(BENCHMARKS)}")
   command = " ".join(["python -m bench.run_all"] + sys.argv[1:])
-  rows = run(_OUTPUT_DIR.value, quick=_QUICK.value, names=names,
+  rows = run(flags.FLAGS.output_dir, quick=flags.FLAGS.quick, names=names,
              command=command)
   if not all(r["ok"] for r in rows):
     sys.exit(1)
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

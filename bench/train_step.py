@@ -183,7 +183,11 @@ class JaxStep:
       self.params = int(sum(np.prod(x.shape)
                             for x in jax.tree.leaves(params_shape)))
       opt = optim.Optimizer(c.optim.to_dict(), params_shape, 1000, 1000)
-      mesh = sharding.make_mesh(c.mesh)
+      # One chip (the first) when the config names a fixed-size mesh, so
+      # the step is timed alike on 1-device and multi-device hosts.
+      sizes = [int(n) for _, n in c.mesh]
+      mesh = sharding.make_mesh(
+          c.mesh, None if -1 in sizes else jax.devices()[:int(np.prod(sizes))])
       state, shardings = train.init_state(c, model, opt, mesh, rng)
       step, _ = train.make_steps(c, model, opt, mesh, shardings)
       host = batch_lib.make_batch(
@@ -283,7 +287,8 @@ def _median(xs: Sequence[float]) -> float:
   return float(statistics.median(xs))
 
 
-def ab_pairs(a, b, *, pairs: int, steps: int) -> dict[str, Any]:
+def ab_pairs(a, b, *, pairs: int, steps: int,
+             before_pair=None) -> dict[str, Any]:
   """Interleaved timing: `steps` of a, then `steps` of b, `pairs` times.
 
   Args:
@@ -291,6 +296,9 @@ def ab_pairs(a, b, *, pairs: int, steps: int) -> dict[str, Any]:
     b: the same for the reference.
     pairs: A/B repetitions.
     steps: steps per half.
+    before_pair: optional callable run before each pair (the worker
+      re-measures the matmul peak there, so the peak and the steps see the
+      same machine state).
 
   Returns:
     dict with per-pair median step seconds `a_s`, `b_s`, the per-pair
@@ -298,6 +306,8 @@ def ab_pairs(a, b, *, pairs: int, steps: int) -> dict[str, Any]:
   """
   a_s, b_s = [], []
   for _ in range(pairs):
+    if before_pair is not None:
+      before_pair()
     a_s.append(_median(a.run(steps)))
     b_s.append(_median(b.run(steps)))
   ratios = [tb / ta for ta, tb in zip(a_s, b_s)]
@@ -324,13 +334,22 @@ def worker(method: str, *, quick: bool, pairs: int, steps: int,
   """Measures one method in this process (see the module docstring)."""
   from bench import matmul_peak  # pylint: disable=g-import-not-at-top
   size = SIZES["quick" if quick else "full"][method]
-  peak = matmul_peak.measure(256 if quick else 2048,
-                             repeats=3 if quick else 10)
+  # The peak is sampled before every A/B pair and at the end: on a shared
+  # (cloud) CPU it drifts by 2x within minutes, and one sample taken at
+  # start-up made the fraction of peak swing with it.
+  samples = []
+
+  def sample_peak() -> None:
+    samples.append(matmul_peak.measure(256 if quick else 2048,
+                                       repeats=3 if quick else 5)[
+                                           "flops_per_s"])
+
+  sample_peak()
   jx = JaxStep(method, size)
   row: dict[str, Any] = {
       "method": method, "size": size, "params": jx.params,
       "flops_per_step": jx.flops, "compile_s": jx.compile_s,
-      "matmul_peak_flops": peak["flops_per_s"], "pairs": pairs,
+      "pairs": pairs,
       "steps_per_half": steps, "jax_backend": jx._jax.default_backend()}
   ref = None
   if with_torch and torch_available():
@@ -338,12 +357,19 @@ def worker(method: str, *, quick: bool, pairs: int, steps: int,
              if k in ("dim", "hidden", "pool_heads")}
     ref = TorchStep(method, size, heads=heads)
     row["torch"] = ref.info
-    ab = ab_pairs(jx, ref, pairs=pairs, steps=steps)
+    ab = ab_pairs(jx, ref, pairs=pairs, steps=steps, before_pair=sample_peak)
     row.update(jax_step_s=ab["a_s"], torch_step_s=ab["b_s"],
                ratio_pairs=ab["ratios"], ratio_vs_torch=ab["ratio"])
   else:
     row["torch"] = None
-    row["jax_step_s"] = [_median(jx.run(steps)) for _ in range(pairs)]
+    row["jax_step_s"] = []
+    for _ in range(pairs):
+      sample_peak()
+      row["jax_step_s"].append(_median(jx.run(steps)))
+  sample_peak()
+  peak = {"flops_per_s": _median(samples)}
+  row["matmul_peak_flops"] = peak["flops_per_s"]
+  row["matmul_peak_samples"] = samples
   t = _median(row["jax_step_s"])
   row["jax_examples_per_s"] = size["batch"] / t
   row["jax_flops_per_s"] = jx.flops / t
@@ -504,6 +530,13 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
   return "n/a" if x is None else format(x, spec)
 
 
+def _peak_cell(r: dict[str, Any]) -> str:
+  """Median peak GFLOP/s and the range of its samples."""
+  xs = r.get("matmul_peak_samples") or [r["matmul_peak_flops"]]
+  return (f"{r['matmul_peak_flops'] / 1e9:.1f} ({min(xs) / 1e9:.0f}-"
+          f"{max(xs) / 1e9:.0f})")
+
+
 def to_markdown(result: dict[str, Any]) -> str:
   """Markdown tables of a `run` result."""
   c = result["config"]
@@ -519,7 +552,8 @@ def to_markdown(result: dict[str, Any]) -> str:
       f"{c['pairs']} interleaved A/B pairs of {c['steps']} steps each; "
       "ratio = median over pairs of (PyTorch step s / JAX step s), > 1 = "
       "jointcxr faster. Fraction of peak = XLA cost-analysis FLOPs per "
-      "step / JAX step time / this run's fp32 matmul peak."
+      "step / JAX step time / the worker's fp32 matmul peak (median of "
+      "samples taken before every pair and at the end; min-max shown)."
       + (" **Quick mode: a schema check, not a measurement.**"
          if c["quick"] else ""), "",
       "| method | batch | image px | params JAX / torch | GFLOP/step | "
@@ -543,7 +577,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         f"{r['flops_per_step'] / 1e9:.1f} | {r['jax_examples_per_s']:.2f} | "
         f"{_fmt(r.get('torch_examples_per_s'))} | {ratio} | "
         f"{r['fraction_of_peak']:.3f} | "
-        f"{r['matmul_peak_flops'] / 1e9:.1f} | {r['compile_s']:.1f} | "
+        f"{_peak_cell(r)} | {r['compile_s']:.1f} | "
         f"{r['jax_peak_rss_mib']:.0f} / {torch_rss} |")
   ablations = [r for r in result["rows"] if r.get("ablation")]
   for r in ablations:
@@ -571,7 +605,8 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 def write(result: dict[str, Any], output_dir: str) -> tuple[str, str]:
   """Writes train_step.json / .md atomically; returns their paths."""
-  return report.write_pair(output_dir, "train_step", result, to_markdown(result))
+  return report.write_pair(output_dir, "train_step", result,
+                           to_markdown(result))
 
 
 def _define_flags() -> None:

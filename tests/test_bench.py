@@ -42,6 +42,11 @@ def test_smoke_run_times_the_bf16_step(tmp_path):
   (m,) = r["methods"]
   assert "error" not in m, m
   assert m["flops_per_step"] > 0 and m["step_s"] > 0
+  # The tiny LoVT config accumulates 2 micro-batches: XLA's cost analysis
+  # counts the scan body once, so model FLOPs come from the micro-step.
+  assert m["accum_steps"] == 2
+  assert m["flops_per_step"] == 2 * m["micro_step_flops"]
+  assert m["flops_per_step"] > 1.5 * m["xla_flops_of_step_program"]
   assert math.isfinite(m["loss"])
   assert m["examples_per_s"] == pytest.approx(m["batch"] / m["step_s"])
   assert m["mfu"] == pytest.approx(m["flops_per_s"] / 100e12)
@@ -83,3 +88,29 @@ def test_earlier_results_are_kept_and_marked(tmp_path):
   md = run_all.summary([row], "python -m bench.run_all --only=matmul_peak")
   assert "| retrieval | earlier run (not re-run) |  |" in md
   assert "## Retrieval" in md
+
+
+def test_input_pipeline_stream_is_timed_and_compared(converted_mimic,
+                                                    tokenizer_path,
+                                                    tmp_path):
+  from bench import input_pipeline  # pylint: disable=g-import-not-at-top
+  row = input_pipeline.time_method("convirt", str(converted_mimic),
+                                   str(tokenizer_path), batch=4, batches=2)
+  assert row["image_size"] == 224 and row["text_aug"] == "one_sentence"
+  assert row["examples_per_s"] == pytest.approx(8 / row["wall_s"])
+  assert row["examples_per_cpu_s"] == pytest.approx(8 / row["cpu_s"])
+  # The comparison reads the same method's step at the same image size.
+  (tmp_path / "train_step.json").write_text(json.dumps({
+      "config": {"date": "D"},
+      "rows": [{"method": "convirt", "size": {"image_size": 224},
+                "jax_examples_per_s": 2.0},
+               {"method": "lovt", "error": "exit 1"}]}))
+  lovt = dict(row, method="lovt")
+  assert input_pipeline.attach_step([row, lovt], str(tmp_path)) == "D"
+  assert row["input_over_step"] == pytest.approx(row["examples_per_s"] / 2)
+  assert "input_over_step" not in lovt
+  r = {"date": "D", "cpu_count": 2, "subjects": 24, "train_examples": 9,
+       "batches": 2, "methods": [row, lovt], "train_step_date": "D"}
+  md = input_pipeline.to_markdown(r)
+  assert "| convirt | 224 | lovt | one_sentence | 512 |" in md
+  assert md.rstrip().endswith("| n/a | n/a | n/a |")
