@@ -24,10 +24,11 @@ from jointcxr.data import features
 JPG, REP = "mimic-cxr-jpg", "mimic-cxr-reports"
 
 
-def _convert(root, out, **kw):
+def _convert(root, out, examples_per_shard=16, **kw):
   return mimic_cxr.convert(mimic_cxr_jpg_dir=str(root / JPG),
                            reports_dir=str(root / REP), output_dir=str(out),
-                           image_size=64, examples_per_shard=16,
+                           image_size=64,
+                           examples_per_shard=examples_per_shard,
                            progress=False, **kw)
 
 
@@ -376,28 +377,33 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 def test_sigkill_mid_conversion_then_resume_is_byte_identical(
-    converted, synthetic_root, tmp_path):
-  _, clean = converted
+    synthetic_root, tmp_path):
+  # Two examples per shard gives dozens of shards, and the converter is
+  # frozen (SIGSTOP) the moment a finished shard shows up, before the kill:
+  # with a few large shards a loaded machine let it finish them all between
+  # two polls, and the kill landed after the end.
+  clean = _convert(synthetic_root, tmp_path / "clean", examples_per_shard=2)
   out = tmp_path / "killed"
   proc = subprocess.Popen(
       [sys.executable, "-m", "data_prep.mimic_cxr",
        f"--mimic_cxr_jpg_dir={synthetic_root / JPG}",
        f"--reports_dir={synthetic_root / REP}", f"--output_dir={out}",
-       "--image_size=64", "--examples_per_shard=16", "--num_workers=1"],
+       "--image_size=64", "--examples_per_shard=2", "--num_workers=1"],
       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   progress = out / ".progress.json"
   deadline = time.monotonic() + 120
   while time.monotonic() < deadline and proc.poll() is None:
     try:
       if json.loads(progress.read_text())["shards"]:
-        break  # at least one shard is finished: kill in the middle
+        proc.send_signal(signal.SIGSTOP)  # at least one shard is finished
+        break
     except (OSError, ValueError, KeyError):
       pass
-    time.sleep(0.05)
+    time.sleep(0.005)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   done = json.loads(progress.read_text())["shards"]
   assert 0 < len(done) < len(clean["shards"])  # really killed mid-way
-  resumed = _convert(synthetic_root, out)
+  resumed = _convert(synthetic_root, out, examples_per_shard=2)
   assert resumed["shards"] == clean["shards"]
   assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
