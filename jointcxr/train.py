@@ -249,11 +249,19 @@ def _write_config(config, workdir):
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
-def _flops(step_fn, state, batch) -> float:
+def _flops(step_fn, state, batch, accum_steps: int = 1) -> float:
+  """FLOPs of one step from XLA's cost analysis (0.0 when unavailable).
+
+  XLA counts a `scan` body once, not once per iteration, so the
+  accumulated step (two scans over the K micro-batches, accumulate.py)
+  would report about 1/K of its work; the count is scaled by K. That
+  includes GradCache's re-forward and over-counts the once-per-step loss
+  and update by K, both small next to K forward/backward passes.
+  """
   try:
     cost = step_fn.lower(state, batch).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", 0.0))
+    return float(cost.get("flops", 0.0)) * max(1, accum_steps)
   except Exception:  # cost analysis is best effort on some backends
     return 0.0
 
@@ -376,7 +384,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if flops is None and not use_mlm:
           # Compiles the step (the call below reuses it), then lines the
           # processes up before its first collective.
-          flops = _flops(train_step, state, batch)
+          flops = _flops(train_step, state, batch, config.accum_steps)
           compiled_barrier(f"first_step_{step}")
         state, metrics = fn(state, batch)
         step += 1

@@ -181,3 +181,21 @@ def test_split_and_merge_round_trip_and_error():
   with pytest.raises(ValueError, match=r"^batch 6 does not divide into 4 "
                      r"micro-batches$"):
     accumulate.split_micro(b, 4)
+
+
+def test_step_flops_count_every_scan_iteration():
+  # XLA's cost analysis counts a scan body once; the trainer's FLOP/s
+  # (train._flops) scales by the accumulation steps. If XLA starts counting
+  # trip counts, this fails and the scaling must go.
+  from jointcxr import train  # pylint: disable=g-import-not-at-top
+  x = jnp.ones((64, 64))
+
+  @jax.jit
+  def step(k, x):
+    del k
+    return jax.lax.scan(lambda c, _: (c @ x, None), x, None, length=8)[0]
+
+  flops = train._flops  # pylint: disable=protected-access
+  once = 2 * 64 ** 3
+  assert flops(step, 0, x) == pytest.approx(once, rel=0.05)  # one iteration
+  assert flops(step, 0, x, 8) == pytest.approx(8 * once, rel=0.05)
