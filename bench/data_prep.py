@@ -72,7 +72,7 @@ def _define_flags() -> None:
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _cpu() -> float:
+def cpu_seconds() -> float:
   """CPU seconds of this process (all threads) and its reaped children.
 
   `process_time` is precise; the children's share (worker processes of
@@ -84,9 +84,9 @@ def _cpu() -> float:
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
   """(fn(), wall seconds, CPU seconds)."""
-  w, c = time.perf_counter(), _cpu()
+  w, c = time.perf_counter(), cpu_seconds()
   out = fn()
-  return out, time.perf_counter() - w, _cpu() - c
+  return out, time.perf_counter() - w, cpu_seconds() - c
 
 
 def _rates(fn: Callable[[], int], repeats: int, min_s: float = 0.3

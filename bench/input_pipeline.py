@@ -32,15 +32,12 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 
+from bench import data_prep
 from bench import report
 
 METHODS = ("lovt", "convirt")
-
-
-def _cpu_s() -> float:
-  t = os.times()
-  return t.user + t.system
 
 
 def build_data(root: str, subjects: int) -> tuple[str, str]:
@@ -87,10 +84,10 @@ def time_method(method: str, data_dir: str, tok_path: str, *, batch: int,
       mean=inp.mean, std=inp.std, shuffle_buffer=inp.shuffle_buffer)
   for _ in range(2):  # tf.data start-up and the first shuffle fill
     jax.block_until_ready(next(it))
-  t, cpu = time.perf_counter(), _cpu_s()
+  t, cpu = time.perf_counter(), data_prep.cpu_seconds()
   for _ in range(batches):
     jax.block_until_ready(next(it))
-  wall, cpu = time.perf_counter() - t, _cpu_s() - cpu
+  wall, cpu = time.perf_counter() - t, data_prep.cpu_seconds() - cpu
   n = batch * batches
   return {"method": method, "image_size": inp.image_size,
           "image_aug": inp.image_aug, "text_aug": inp.text_aug,
@@ -179,6 +176,7 @@ def main(argv: Sequence[str]) -> None:
   """absl entry point."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)  # not a line per skipped study
   fl = flags.FLAGS
   unknown = sorted(set(fl.methods) - set(METHODS))
   if unknown:

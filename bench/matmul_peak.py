@@ -9,7 +9,7 @@ dev box; shared cores make any single number noisy, so the median of
 """
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import app
 from absl import flags
@@ -27,6 +27,19 @@ def _define_flags() -> None:
                       "Where matmul_peak.{json,md} go.")
   flags.DEFINE_integer("size", 2048, "Square matrix side n.")
   flags.DEFINE_integer("repeats", 10, "Timed calls.")
+
+
+def time_calls(fn: Callable[..., Any], *args: Any,
+               repeats: int) -> list[float]:
+  """Seconds of `repeats` blocking calls `fn(*args)` after one warm-up."""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.block_until_ready(fn(*args))
+  seconds = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    seconds.append(time.perf_counter() - t)
+  return seconds
 
 
 def measure(n: int = 2048, repeats: int = 10,
@@ -48,13 +61,7 @@ def measure(n: int = 2048, repeats: int = 10,
   rng = np.random.default_rng(0)
   x = jnp.asarray(rng.normal(size=(n, n)), dtype)
   y = jnp.asarray(rng.normal(size=(n, n)), dtype)
-  f = jax.jit(lambda a, b: a @ b)
-  jax.block_until_ready(f(x, y))
-  seconds = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(f(x, y))
-    seconds.append(time.perf_counter() - t)
+  seconds = time_calls(jax.jit(lambda a, b: a @ b), x, y, repeats=repeats)
   flops = 2.0 * n ** 3
   return {"n": n, "dtype": dtype, "backend": jax.default_backend(),
           "flops_per_s": flops / float(np.median(seconds)),

@@ -367,19 +367,19 @@ def worker(method: str, *, quick: bool, pairs: int, steps: int,
       sample_peak()
       row["jax_step_s"].append(_median(jx.run(steps)))
   sample_peak()
-  peak = {"flops_per_s": _median(samples)}
-  row["matmul_peak_flops"] = peak["flops_per_s"]
+  peak = _median(samples)
+  row["matmul_peak_flops"] = peak
   row["matmul_peak_samples"] = samples
   t = _median(row["jax_step_s"])
   row["jax_examples_per_s"] = size["batch"] / t
   row["jax_flops_per_s"] = jx.flops / t
-  row["fraction_of_peak"] = jx.flops / t / peak["flops_per_s"]
+  row["fraction_of_peak"] = jx.flops / t / peak
   if ref is not None:
     row["torch_examples_per_s"] = size["batch"] / _median(
         row["torch_step_s"])
   if ablation and method == "lovt":
     row["ablation"] = _ablation(method, size, jx, pairs, steps,
-                                peak["flops_per_s"])
+                                peak)
   row["jax_peak_rss_mib"] = _peak_rss_mib()
   row["torch_peak_rss_mib"] = None if ref is None else ref.peak_rss_mib
   row["jax_loss"] = jx.loss
