@@ -88,6 +88,7 @@ def time_method(method: str, data_dir: str, tok_path: str, *, batch: int,
   for _ in range(batches):
     jax.block_until_ready(next(it))
   wall, cpu = time.perf_counter() - t, data_prep.cpu_seconds() - cpu
+  it.close()  # its prefetch thread must not run on into the next method
   n = batch * batches
   return {"method": method, "image_size": inp.image_size,
           "image_aug": inp.image_aug, "text_aug": inp.text_aug,

@@ -420,6 +420,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       results = run_evals(config, model, state, tok, mesh, writer, step,
                           workdir)
   finally:
+    # The input's prefetch thread stops here, not at interpreter exit (it
+    # would otherwise hold its tf.data iterator through the final evals).
+    it.close()
     # Pending async saves complete even when the run stops on an error.
     ckpt.close()
   multihost_utils.sync_global_devices("train_end")
