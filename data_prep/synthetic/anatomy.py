@@ -23,16 +23,35 @@ LUNG_U, LUNG_V, LUNG_A, LUNG_B = 0.175, 0.44, 0.135, 0.31
 NUM_RIBS = 9
 
 
+# Top of the lung fields in the body frame: deeper inspiration stretches the
+# frame downward from here (the apices stay put, the domes descend).
+APEX_V = LUNG_V - LUNG_B
+
+
 @dataclasses.dataclass(frozen=True)
 class Patient:
-  """Per-image geometry and exposure (sampled in `sample_patient`)."""
+  """Per-image geometry, habitus and exposure (sampled in `sample_patient`).
+
+  The geometric fields all act through `body_frame`, so findings and their
+  masks move, scale and rotate with the anatomy and the ground truth stays
+  exact. The acquisition fields (window, blur, collimation, marker) act on
+  the exposed image only.
+  """
   cx: float = 0.5          # image x of the midline
   cy: float = 0.0          # vertical offset of the body frame
   scale: float = 1.0       # body size relative to the field of view
   rotation: float = 0.0    # radians
+  habitus: float = 1.0     # chest width (>1 broad, <1 slender)
+  inspiration: float = 1.0  # lung height (>1 deep breath, <1 poor effort)
+  soft_tissue: float = 0.0  # extra soft-tissue density over the body
   exposure: float = 1.0    # gamma of the exposure curve
   brightness: float = 0.0  # additive offset after exposure
+  window: tuple[float, float] = (0.0, 255.0)  # display window (lo, hi)
+  blur: float = 0.0        # detector blur (fraction of the image height)
   noise: float = 4.0       # std of the quantum noise (8-bit units)
+  collimation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+  collimator_value: float = 0.0  # pixel value outside the collimated field
+  marker: int = -1         # side marker corner (0..3), -1 none
   ctr: float = 0.45        # cardiothoracic ratio
   mediastinum: float = 0.055  # half width of the upper mediastinum
   ap: bool = False         # AP projection: magnified heart, higher clavicles
@@ -41,15 +60,37 @@ class Patient:
 
 
 def sample_patient(rng: np.random.Generator, *, ap: bool = False) -> Patient:
-  """Draws realistic patient/positioning variation."""
+  """Draws realistic patient, positioning and acquisition variation.
+
+  Ranges follow what varies between real radiographs: the patient is
+  off-centre by up to ~10 % of the field and fills 80-115 % of it, is
+  rotated by a few degrees (more on portable AP films), has a broad or
+  slender chest and a deep or shallow breath (AP films: poorer effort),
+  and the exposure, display window, noise and sharpness change from
+  machine to machine. Half the films show collimator edges, most a side
+  marker.
+  """
+  coll = rng.uniform(0.0, [0.05, 0.06, 0.05, 0.1]) * (rng.random() < 0.5)
   return Patient(
-      cx=0.5 + rng.normal(0, 0.015),
-      cy=rng.normal(0, 0.02),
-      scale=float(np.clip(rng.normal(1.0, 0.05), 0.88, 1.12)),
-      rotation=float(np.deg2rad(rng.normal(0, 1.5))),
-      exposure=float(np.clip(rng.normal(1.0, 0.1), 0.75, 1.3)),
-      brightness=float(rng.normal(0, 6)),
-      noise=float(rng.uniform(2.5, 7.0)),
+      cx=float(0.5 + np.clip(rng.normal(0, 0.035), -0.09, 0.09)),
+      cy=float(np.clip(rng.normal(0, 0.035), -0.08, 0.08)),
+      scale=float(np.clip(rng.normal(0.98, 0.07), 0.8, 1.15)),
+      rotation=float(np.deg2rad(np.clip(rng.normal(0, 4.0 if ap else 2.5),
+                                        -9, 9))),
+      habitus=float(np.clip(rng.normal(1.0, 0.06), 0.86, 1.16)),
+      inspiration=float(np.clip(rng.normal(0.93 if ap else 1.0, 0.06), 0.82,
+                                1.12)),
+      soft_tissue=float(rng.uniform(0.0, 22.0)),
+      exposure=float(np.clip(rng.normal(1.0, 0.15), 0.7, 1.4)),
+      brightness=float(rng.normal(0, 8)),
+      window=(float(rng.uniform(0.0, 30.0)), float(rng.uniform(215.0,
+                                                               275.0))),
+      blur=float(rng.uniform(0.0, 0.006)),
+      noise=float(rng.uniform(2.0, 9.0)),
+      collimation=tuple(float(c) for c in coll),
+      collimator_value=float(rng.choice([rng.uniform(0, 25),
+                                         rng.uniform(200, 250)])),
+      marker=int(rng.integers(4)) if rng.random() < 0.8 else -1,
       ctr=float(np.clip(rng.normal(0.45, 0.03), 0.38, 0.5)) * (
           1.12 if ap else 1.0),
       mediastinum=float(np.clip(rng.normal(0.055, 0.005), 0.045, 0.065)),
@@ -67,8 +108,9 @@ def body_frame(p: Patient, height: int, width: int) -> tuple[np.ndarray,
   dx = (x - p.cx) * (width / height)
   dy = y - 0.5 - p.cy
   c, s = np.cos(p.rotation), np.sin(p.rotation)
-  u = (c * dx + s * dy) / p.scale
+  u = (c * dx + s * dy) / (p.scale * p.habitus)
   v = (-s * dx + c * dy) / p.scale + 0.5
+  v = APEX_V + (v - APEX_V) / p.inspiration
   return u.astype(np.float32), v.astype(np.float32)
 
 
@@ -180,8 +222,8 @@ def render_anatomy(p: Patient, height: int, width: int,
   body |= shoulders & ((np.abs(u) / 0.47) ** 4 + ((v - 0.35) / 0.3) ** 2 < 1)
   img = np.where(body, SOFT, AIR).astype(np.float32)
   # Soft tissue is thicker toward the flanks and the neck.
-  img = np.where(body, img + 18.0 * np.clip(np.abs(u) / 0.43, 0, 1) ** 4,
-                 img)
+  img = np.where(body, img + 18.0 * np.clip(np.abs(u) / 0.43, 0, 1) ** 4 +
+                 p.soft_tissue, img)
   below = v > dome(u) + 0.008
   img = np.where(body & below, ABDOMEN, img)
   # Gastric air bubble under the left dome, with a flat air-fluid level.
@@ -197,8 +239,9 @@ def render_anatomy(p: Patient, height: int, width: int,
   hilum = np.exp(-(((np.abs(u) - 0.09) / 0.09) ** 2 +
                    ((v - 0.45) / 0.12) ** 2))
   tex = lung_markings(p, height, width)
+  # Overlying soft tissue (habitus) also lies over the lungs.
   lung_val = LUNG + 10.0 * (0.45 - v) + 16.0 * hilum + 6.0 * tex * (
-      0.5 + hilum)
+      0.5 + hilum) + 0.6 * p.soft_tissue
   img = np.where(lungs, lung_val, img)
   medi = (np.abs(u - 0.005) < p.mediastinum) & (v > 0.08) & (v < 0.72)
   knob = ((u - 0.055) / 0.034) ** 2 + ((v - 0.33) / 0.03) ** 2 < 1.0
@@ -220,7 +263,10 @@ def render_anatomy(p: Patient, height: int, width: int,
     clav = (np.sign(u) == side) & (np.abs(u) > 0.04) & (np.abs(u) < 0.32)
     img = np.where(clav & (np.abs(v - cv) < 0.014), img + CLAVICLE_GAIN, img)
   geom = dict(u=u, v=v, lungs=lungs, lung_r=lung_r, lung_l=lung_l, body=body,
-              heart=heart, px=1.0 / (height * p.scale))
+              heart=heart,
+              # Geometric mean of the frame's two pixel pitches.
+              px=1.0 / (height * p.scale * np.sqrt(p.habitus *
+                                                   p.inspiration)))
   return img, geom
 
 

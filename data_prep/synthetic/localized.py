@@ -336,16 +336,17 @@ def ms_cxr(root: str, mimic_truth: list[dict]) -> int:
 def phrase_of(f: dict) -> str:
   """The report's own words for the finding, as MS-CXR phrases are.
 
-  The finding's report sentence without a leading "There is a" and the
-  final period (a fragment of the report modulo line wrapping), or a short
-  generated phrase when the sentence holds a comma (kept out of the CSV's
-  free-text column) or is missing.
+  The finding's report sentence without a leading "There is a", the final
+  period and anything after a comma (a comparison such as ", unchanged from
+  prior"; commas stay out of the CSV's free-text column): a fragment of the
+  report modulo line wrapping. A short generated phrase stands in when the
+  sentence is missing or its first clause is too short to name the finding.
   """
-  sent = (f.get("sentence") or "").rstrip(".")
+  sent = (f.get("sentence") or "").rstrip(".").split(",")[0]
   for lead in ("There is an ", "There is a ", "There is "):
     if sent.startswith(lead):
       sent = sent[len(lead):]
-  if sent and "," not in sent:
+  if len(sent.split()) >= 2:
     return sent
   side = f.get("side") or ""
   zone = {"upper": "upper", "middle": "mid", "lower": "lower"}.get(

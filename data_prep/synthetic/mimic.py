@@ -79,7 +79,11 @@ def write_report(rng: np.random.Generator, found: Sequence[fnd.Finding],
   if not isents:
     isents = [reports.Sentence(str(rng.choice([
         "No acute cardiopulmonary process.",
-        "No acute intrathoracic abnormality."])), {})]
+        "No acute intrathoracic abnormality.",
+        "No acute cardiopulmonary abnormality.",
+        "No radiographic evidence of acute disease.",
+        "No acute intrathoracic process.",
+        "Normal chest radiograph."])), {})]
   isents += reports.pertinent_negatives(present, rng, impression=True)
   names = list(REPORT_STYLES)
   p = np.array([REPORT_STYLES[n] for n in names])

@@ -72,12 +72,51 @@ def render_lateral(p: anatomy.Patient, height: int, width: int,
 def _expose_at(img: np.ndarray, p: anatomy.Patient,
                rng: np.random.Generator, height: int,
                width: int) -> np.ndarray:
-  """Exposure at working resolution, resize, then noise at output size."""
-  img = ndimage.gaussian_filter(img, max(0.6, img.shape[0] / 220))
+  """Exposure at working resolution, resize, then noise at output size.
+
+  Order as in an acquisition chain: detector blur, exposure curve, display
+  window, resampling, quantum noise; collimator edges and the side marker
+  are burnt in last (they are not part of the anatomy).
+  """
+  sigma = max(0.6, img.shape[0] / 220) + p.blur * img.shape[0]
+  img = ndimage.gaussian_filter(img, sigma)
   x = np.clip(img / 255.0, 0, 1) ** p.exposure * 255.0 + p.brightness
+  lo, hi = p.window
+  x = (x - lo) * (255.0 / (hi - lo))
   x = np.clip(x, 0, 255).astype(np.float32)
   if x.shape != (height, width):
     x = np.asarray(Image.fromarray(x, mode="F").resize(
         (width, height), Image.BILINEAR))
   x = x + rng.normal(0, p.noise, size=x.shape).astype(np.float32)
+  x = _collimate(x, p)
+  _draw_marker(x, p)
   return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def _collimate(x: np.ndarray, p: anatomy.Patient) -> np.ndarray:
+  """Replaces the strips outside the collimated field (top, left, right,
+  bottom fractions) by the collimator's flat value."""
+  h, w = x.shape
+  top, left, right, bottom = p.collimation
+  rows = np.arange(h)[:, None] / h
+  cols = np.arange(w)[None, :] / w
+  outside = (rows < top) | (rows >= 1 - bottom) | (cols < left) | (
+      cols >= 1 - right)
+  return np.where(outside, p.collimator_value, x)
+
+
+def _draw_marker(x: np.ndarray, p: anatomy.Patient) -> None:
+  """Burns a lead side marker ("L"-shaped strokes) into one corner."""
+  if p.marker < 0:
+    return
+  h, w = x.shape
+  s = max(3, int(round(0.045 * h)))
+  t = max(1, s // 4)
+  top, left, right, bottom = p.collimation
+  r0 = int((top + 0.03) * h) if p.marker < 2 else int(
+      (1 - bottom - 0.03) * h) - s
+  c0 = int((left + 0.04) * w) if p.marker % 2 == 0 else int(
+      (1 - right - 0.04) * w) - s
+  r0, c0 = max(0, r0), max(0, c0)
+  x[r0:r0 + s, c0:c0 + t] = 245.0
+  x[r0 + s - t:r0 + s, c0:c0 + (s * 2) // 3] = 245.0
