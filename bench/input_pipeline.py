@@ -68,6 +68,7 @@ def time_method(method: str, data_dir: str, tok_path: str, *, batch: int,
   import importlib
   import jax
   from jointcxr import sharding
+  from jointcxr.data import augment as augment_lib
   from jointcxr.data import pipeline
   from jointcxr.data import tokenizer as tok_lib
   # pylint: enable=g-import-not-at-top
@@ -81,7 +82,8 @@ def time_method(method: str, data_dir: str, tok_path: str, *, batch: int,
       max_sentences=inp.max_sentences, image_aug=inp.image_aug,
       text_aug=inp.text_aug, view=inp.view, seed=0, mesh=mesh,
       data_axis="data", prefetch=inp.prefetch, hflip=inp.hflip,
-      mean=inp.mean, std=inp.std, shuffle_buffer=inp.shuffle_buffer)
+      mean=inp.mean, std=inp.std, shuffle_buffer=inp.shuffle_buffer,
+      aug=augment_lib.Params.from_dict(inp.aug.to_dict()))
   for _ in range(2):  # tf.data start-up and the first shuffle fill
     jax.block_until_ready(next(it))
   t, cpu = time.perf_counter(), data_prep.cpu_seconds()

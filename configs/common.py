@@ -88,6 +88,10 @@ def base(method: str) -> mlc.ConfigDict:
   c.input.max_tokens = 512
   c.input.max_sentences = 32
   c.input.image_aug = "lovt"
+  # Augmentation strengths (jointcxr.data.augment.Params); pixel-valued
+  # ones (the blur) are defined at aug.reference_size and scale with the
+  # image size. Every method config sets its own explicitly.
+  c.input.aug = mlc.ConfigDict(lovt_aug())
   c.input.text_aug = "none"
   c.input.view = "random"
   c.input.hflip = True
@@ -128,6 +132,22 @@ def base(method: str) -> mlc.ConfigDict:
   c.evals.retrieval = mlc.ConfigDict(dict(split="validate", limit=1000,
                                           batch_size=64))
   return c
+
+
+def lovt_aug() -> dict:
+  """LoVT's augmentation strengths, defined at 224 px (METHODS.md 3.3)."""
+  return dict(crop_scale=(0.6, 1.0), crop_ratio=(3.0 / 4.0, 4.0 / 3.0),
+              degrees=20.0, translate=0.1, zoom=(0.95, 1.05),
+              brightness=(0.6, 1.4), contrast=(0.6, 1.4),
+              blur_sigma=(0.1, 3.0), blur_kernel=23, reference_size=224,
+              crop_fraction=2048.0 / 2544.0)
+
+
+def joimternet_aug() -> dict:
+  """JoImTeRNet's: rotation +-15 deg, ColorJitter [0.5, 1.8], 2048 of
+  ~2544 px crops (METHODS.md 2.3); the crop/affine/blur keys are unused."""
+  return dict(lovt_aug(), degrees=15.0, brightness=(0.5, 1.8),
+              contrast=(0.5, 1.8))
 
 
 def bert_base(vocab_size: int = -1) -> dict:

@@ -22,6 +22,7 @@ def get_config(arg: str | None = None):
   c.mlm_prob = 0.7 if a.mlm else 0.0
   c.input.image_size = a.size
   c.input.image_aug = "joimternet"
+  c.input.aug = common.joimternet_aug()
   c.input.max_tokens = 160
   c.input.max_sentences = 32
   c.input.mean, c.input.std = 0.5, 0.5

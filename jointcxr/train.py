@@ -38,6 +38,7 @@ from jointcxr import config_validation
 from jointcxr import objectives
 from jointcxr import optim
 from jointcxr import sharding
+from jointcxr.data import augment as augment_lib
 from jointcxr.data import pipeline
 from jointcxr.data import tokenizer as tok_lib
 from jointcxr.models import factory
@@ -318,7 +319,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       text_aug=inp.text_aug, view=inp.view, seed=config.seed, mesh=mesh,
       data_axis=sharding.batch_axes(mesh), prefetch=inp.prefetch,
       hflip=inp.hflip, mean=inp.mean, std=inp.std,
-      shuffle_buffer=inp.shuffle_buffer)
+      shuffle_buffer=inp.shuffle_buffer,
+      aug=augment_lib.Params.from_dict(inp.aug.to_dict()))
   steps_per_epoch = max(1, it.epoch_examples * jax.process_count() //
                         config.batch_size)
 

@@ -33,24 +33,101 @@ nearest: one bilinear resampling of the composed transform is closer to
 crop-resize-then-rotate than two nearest ones.
 """
 
+import dataclasses
 import math
+from typing import Any, Mapping
 
 import tensorflow as tf
 
 AUGMENTATIONS = ("lovt", "joimternet", "none")
 
-LOVT_CROP_SCALE = (0.6, 1.0)
-LOVT_CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
-LOVT_DEGREES = 20.0
-LOVT_TRANSLATE = 0.1
-LOVT_SCALE = (0.95, 1.05)
-LOVT_JITTER = (0.6, 1.4)
-LOVT_BLUR_SIGMA = (0.1, 3.0)
-LOVT_BLUR_KERNEL_224 = 23
-JOIMTERNET_DEGREES = 15.0
-JOIMTERNET_JITTER = (0.5, 1.8)
-# 2048-px crops of MIMIC-CXR-JPG images whose shorter side is ~2544 px.
+# JoImTeRNet: 2048-px crops of MIMIC-CXR-JPG images whose shorter side is
+# ~2544 px.
 JOIMTERNET_CROP_FRACTION = 2048.0 / 2544.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+  """Strengths of the random augmentations (one set per config).
+
+  Geometric strengths are fractions of the image (crop area, translation,
+  zoom) or angles, so they mean the same at every size; the blur is given
+  in pixels at `reference_size` and scaled to the output size (sigma and
+  kernel alike). The defaults are LoVT's (METHODS.md 3.3, defined at 224
+  px); `joimternet` reads `degrees`, `brightness`, `contrast` and
+  `crop_fraction`.
+
+  Attributes:
+    crop_scale: RandomResizedCrop area range (fraction of the image).
+    crop_ratio: RandomResizedCrop aspect-ratio range.
+    degrees: rotation range +-degrees.
+    translate: translation range +- fraction of the side.
+    zoom: RandomAffine scale range.
+    brightness: ColorJitter brightness factor range.
+    contrast: ColorJitter contrast factor range.
+    blur_sigma: Gaussian blur sigma range in pixels at `reference_size`
+      ((0, 0): no blur).
+    blur_kernel: blur taps at `reference_size`.
+    reference_size: the side the pixel-valued strengths are defined at.
+    crop_fraction: JoImTeRNet's crop side / resized shorter side.
+  """
+  crop_scale: tuple[float, float] = (0.6, 1.0)
+  crop_ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+  degrees: float = 20.0
+  translate: float = 0.1
+  zoom: tuple[float, float] = (0.95, 1.05)
+  brightness: tuple[float, float] = (0.6, 1.4)
+  contrast: tuple[float, float] = (0.6, 1.4)
+  blur_sigma: tuple[float, float] = (0.1, 3.0)
+  blur_kernel: int = 23
+  reference_size: int = 224
+  crop_fraction: float = JOIMTERNET_CROP_FRACTION
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any] | None) -> "Params":
+    """Params from a config dict (missing keys keep LoVT's values).
+
+    Raises:
+      ValueError: an unknown key or an out-of-range value.
+    """
+    d = dict(d or {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+      raise ValueError(f"unknown augmentation parameter(s) {unknown}; known: "
+                       f"{sorted(names)}")
+    kw = {k: (tuple(float(x) for x in v) if isinstance(v, (list, tuple))
+              else v) for k, v in d.items()}
+    p = cls(**kw)
+    p.check()
+    return p
+
+  def check(self) -> None:
+    """Raises ValueError naming the first out-of-range strength."""
+    for name in ("crop_scale", "crop_ratio", "zoom", "brightness", "contrast",
+                 "blur_sigma"):
+      lo, hi = getattr(self, name)
+      if not 0 <= lo <= hi:
+        raise ValueError(f"augmentation {name}={getattr(self, name)}: need "
+                         "0 <= low <= high")
+    if not 0 < self.crop_scale[1] <= 1 or self.crop_ratio[0] <= 0:
+      raise ValueError(f"augmentation crop_scale={self.crop_scale} / "
+                       f"crop_ratio={self.crop_ratio} out of range")
+    if self.degrees < 0 or not 0 <= self.translate < 0.5:
+      raise ValueError(f"augmentation degrees={self.degrees} / translate="
+                       f"{self.translate} out of range")
+    if self.blur_kernel < 1 or self.reference_size < 1:
+      raise ValueError("augmentation blur_kernel and reference_size must be "
+                       ">= 1")
+
+  def pixels(self, value: float, size: int) -> float:
+    """A length in pixels at `reference_size`, at output side `size`."""
+    return value * size / self.reference_size
+
+
+LOVT = Params()
+JOIMTERNET = Params(degrees=15.0, brightness=(0.5, 1.8),
+                    contrast=(0.5, 1.8))
 
 
 def _seed(seed: tf.Tensor, op: int) -> tf.Tensor:
@@ -201,9 +278,9 @@ def adjust_contrast(img: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
   return tf.clip_by_value((img - mean) * factor + mean, 0.0, 255.0)
 
 
-def blur_radius(size: int) -> int:
-  """Half-width of LoVT's 23-tap (at 224 px) blur kernel at `size` px."""
-  return max(1, round((LOVT_BLUR_KERNEL_224 // 2) * size / 224))
+def blur_radius(size: int, params: Params = LOVT) -> int:
+  """Half-width of the blur kernel (23 taps at 224 px for LoVT) at `size`."""
+  return max(1, round(params.pixels(params.blur_kernel // 2, size)))
 
 
 def gaussian_blur(img: tf.Tensor, sigma: tf.Tensor, radius: int
@@ -240,8 +317,8 @@ def _randint(u: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor) -> tf.Tensor:
   return lo + tf.minimum(tf.cast(tf.floor(u * span), tf.int32), hi - lo)
 
 
-def resized_crop_window(seed: tf.Tensor, h, w, scale=LOVT_CROP_SCALE,
-                        ratio=LOVT_CROP_RATIO, tries: int = 10):
+def resized_crop_window(seed: tf.Tensor, h, w, scale=LOVT.crop_scale,
+                        ratio=LOVT.crop_ratio, tries: int = 10):
   """torchvision RandomResizedCrop.get_params, statelessly.
 
   Ten candidate (area, log-ratio) draws; the first that fits is used, else
@@ -275,10 +352,12 @@ def resized_crop_window(seed: tf.Tensor, h, w, scale=LOVT_CROP_SCALE,
   return top, left, ch, cw
 
 
-def lovt_matrix(seed: tf.Tensor, h, w, size: int, hflip: bool = True
-                ) -> tf.Tensor:
+def lovt_matrix(seed: tf.Tensor, h, w, size: int, hflip: bool = True,
+                params: Params = LOVT) -> tf.Tensor:
   """LoVT's crop -> flip -> affine as one output -> input matrix."""
-  top, left, ch, cw = resized_crop_window(_seed(seed, 10), h, w)
+  top, left, ch, cw = resized_crop_window(_seed(seed, 10), h, w,
+                                          params.crop_scale,
+                                          params.crop_ratio)
   crop = _translate(tf.cast(left, tf.float32), tf.cast(top, tf.float32)) @ (
       resize_matrix(ch, cw, size, size))
   c = (size - 1) / 2.0
@@ -288,27 +367,26 @@ def lovt_matrix(seed: tf.Tensor, h, w, size: int, hflip: bool = True
     flip = tf.where(do, _matrix([[-1.0, 0.0, size - 1.0], [0.0, 1.0, 0.0],
                                  [0.0, 0.0, 1.0]]), flip)
   u = tf.random.stateless_uniform([4], _seed(seed, 12), -1.0, 1.0)
-  angle = u[0] * LOVT_DEGREES * math.pi / 180.0
-  zoom = (LOVT_SCALE[0] + LOVT_SCALE[1]) / 2 + u[1] * (
-      LOVT_SCALE[1] - LOVT_SCALE[0]) / 2
+  angle = u[0] * params.degrees * math.pi / 180.0
+  zoom = (params.zoom[0] + params.zoom[1]) / 2 + u[1] * (
+      params.zoom[1] - params.zoom[0]) / 2
   # torchvision rounds the translation to whole pixels.
-  tx = tf.round(u[2] * LOVT_TRANSLATE * size)
-  ty = tf.round(u[3] * LOVT_TRANSLATE * size)
+  tx = tf.round(u[2] * params.translate * size)
+  ty = tf.round(u[3] * params.translate * size)
   affine = rotation_scale_matrix(angle, zoom, c, c) @ _translate(-tx, -ty)
   return crop @ flip @ affine
 
 
 def joimternet_matrix(seed: tf.Tensor, h, w, size: int,
-                      crop_fraction: float = JOIMTERNET_CROP_FRACTION
-                      ) -> tf.Tensor:
+                      params: Params = JOIMTERNET) -> tf.Tensor:
   """JoImTeRNet's resize -> rotate -> random crop as one matrix."""
   hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
-  k = (size / crop_fraction) / tf.minimum(hf, wf)
+  k = (size / params.crop_fraction) / tf.minimum(hf, wf)
   rh = tf.maximum(tf.cast(tf.round(hf * k), tf.int32), 1)
   rw = tf.maximum(tf.cast(tf.round(wf * k), tf.int32), 1)
   resize = resize_matrix(h, w, rh, rw)
   angle = tf.random.stateless_uniform(
-      [], _seed(seed, 20), -1.0, 1.0) * JOIMTERNET_DEGREES * math.pi / 180.0
+      [], _seed(seed, 20), -1.0, 1.0) * params.degrees * math.pi / 180.0
   rot = rotation_scale_matrix(angle, 1.0, (tf.cast(rw, tf.float32) - 1) / 2,
                               (tf.cast(rh, tf.float32) - 1) / 2)
   # RandomCrop(pad_if_needed): a side shorter than `size` is padded on both
@@ -321,7 +399,8 @@ def joimternet_matrix(seed: tf.Tensor, h, w, size: int,
 
 
 def geometric_matrix(seed: tf.Tensor, h, w, size: int, kind: str,
-                     hflip: bool = True) -> tf.Tensor:
+                     hflip: bool = True, params: Params | None = None
+                     ) -> tf.Tensor:
   """The output -> input matrix of augmentation `kind` for an [h, w] input.
 
   Args:
@@ -331,20 +410,28 @@ def geometric_matrix(seed: tf.Tensor, h, w, size: int, kind: str,
     size: output side.
     kind: "lovt", "joimternet", "none" or "eval".
     hflip: LoVT's random horizontal flip.
+    params: augmentation strengths (None: the paper's for `kind`).
 
   Returns:
     [3, 3] float32.
   """
   check_kind(kind)
+  params = params or default_params(kind)
   if kind == "lovt":
-    return lovt_matrix(seed, h, w, size, hflip)
+    return lovt_matrix(seed, h, w, size, hflip, params)
   if kind == "joimternet":
-    return joimternet_matrix(seed, h, w, size)
+    return joimternet_matrix(seed, h, w, size, params)
   return eval_matrix(h, w, size)
 
 
+def default_params(kind: str) -> Params:
+  """The paper's strengths for augmentation `kind`."""
+  return JOIMTERNET if kind == "joimternet" else LOVT
+
+
 def geometric(img: tf.Tensor, seed: tf.Tensor, size: int, kind: str,
-              nearest: bool = False, hflip: bool = True) -> tf.Tensor:
+              nearest: bool = False, hflip: bool = True,
+              params: Params | None = None) -> tf.Tensor:
   """The geometric part of an augmentation ([H, W, C] -> float [size]^2).
 
   Calling it on an image and (with `nearest=True`) on its mask with the same
@@ -354,32 +441,40 @@ def geometric(img: tf.Tensor, seed: tf.Tensor, size: int, kind: str,
   if kind in ("none", "eval"):
     return eval_resize(img, size, "nearest" if nearest else "bilinear")
   m = geometric_matrix(seed, tf.shape(img)[0], tf.shape(img)[1], size, kind,
-                       hflip)
+                       hflip, params)
   return warp(img, m, size, nearest)
 
 
-def photometric(img: tf.Tensor, seed: tf.Tensor, size: int, kind: str
-                ) -> tf.Tensor:
+def photometric(img: tf.Tensor, seed: tf.Tensor, size: int, kind: str,
+                params: Params | None = None) -> tf.Tensor:
   """ColorJitter (random order) and, for LoVT, blur on a [0, 255] image."""
   check_kind(kind)
   if kind in ("none", "eval"):
     # Resizing can overshoot [0, 255] by float rounding; keep the range.
     return tf.clip_by_value(img, 0.0, 255.0)
-  lo, hi = LOVT_JITTER if kind == "lovt" else JOIMTERNET_JITTER
-  u = tf.random.stateless_uniform([2], _seed(seed, 30), lo, hi)
+  params = params or default_params(kind)
+  # Two U(0, 1) draws mapped to each range (LoVT's ranges are equal, so
+  # this is the former U(lo, hi) draw).
+  u01 = tf.random.stateless_uniform([2], _seed(seed, 30))
+  u = tf.stack([params.brightness[0] + u01[0] * (params.brightness[1] -
+                                                 params.brightness[0]),
+                params.contrast[0] + u01[1] * (params.contrast[1] -
+                                               params.contrast[0])])
   brightness_first = tf.random.stateless_uniform([], _seed(seed, 32)) < 0.5
   img = tf.cond(
       brightness_first,
       lambda: adjust_contrast(adjust_brightness(img, u[0]), u[1]),
       lambda: adjust_brightness(adjust_contrast(img, u[1]), u[0]))
-  if kind == "lovt":
-    sigma = tf.random.stateless_uniform([], _seed(seed, 31), *LOVT_BLUR_SIGMA)
-    img = gaussian_blur(img, sigma * size / 224.0, blur_radius(size))
+  if kind == "lovt" and params.blur_sigma[1] > 0:
+    sigma = tf.random.stateless_uniform([], _seed(seed, 31),
+                                        *params.blur_sigma)
+    img = gaussian_blur(img, tf.maximum(params.pixels(sigma, size), 1e-3),
+                        blur_radius(size, params))
   return tf.clip_by_value(img, 0.0, 255.0)
 
 
 def augment(img: tf.Tensor, seed: tf.Tensor, size: int, kind: str,
-            hflip: bool = True) -> tf.Tensor:
+            hflip: bool = True, params: Params | None = None) -> tf.Tensor:
   """Full augmentation of a uint8/float [H, W, 1] image.
 
   Args:
@@ -388,10 +483,11 @@ def augment(img: tf.Tensor, seed: tf.Tensor, size: int, kind: str,
     size: output side.
     kind: "lovt", "joimternet", "none" or "eval".
     hflip: LoVT's random horizontal flip.
+    params: augmentation strengths (None: the paper's for `kind`).
 
   Returns:
     float32 [size, size, 1] in [0, 255].
   """
   img = tf.cast(img, tf.float32)
-  img = geometric(img, seed, size, kind, hflip=hflip)
-  return photometric(img, seed, size, kind)
+  img = geometric(img, seed, size, kind, hflip=hflip, params=params)
+  return photometric(img, seed, size, kind, params)

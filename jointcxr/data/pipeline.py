@@ -73,10 +73,13 @@ class Spec:
   std: float = 0.5
   shuffle_buffer: int = 16384
   text_section: str = "both"
+  aug: augment_lib.Params | None = None  # None: the paper's for image_aug
 
   def check(self) -> None:
     """Raises ValueError naming the first bad field."""
     augment_lib.check_kind(self.image_aug)
+    if self.aug is not None:
+      self.aug.check()
     if self.view not in VIEWS:
       raise ValueError(f"unknown view {self.view!r}; expected one of {VIEWS}")
     if self.text_aug not in text_lib.TEXT_AUGS:
@@ -154,7 +157,8 @@ def example_fn(spec: Spec, encoder: text_lib.ReportEncoder, train: bool):
     img = tf.io.decode_image(images[pick], channels=1,
                              expand_animations=False)
     img.set_shape([None, None, 1])
-    img = augment_lib.augment(img, seed, spec.image_size, kind, spec.hflip)
+    img = augment_lib.augment(img, seed, spec.image_size, kind, spec.hflip,
+                              spec.aug)
     img = (img / 255.0 - spec.mean) / spec.std
     img.set_shape([spec.image_size, spec.image_size, 1])
     tseed = tf.random.experimental.stateless_fold_in(seed, 2)
@@ -417,6 +421,7 @@ def train_iterator(data_dir: str, *, split: str = "train",
                    text_section: str = "both", hflip: bool = True,
                    mean: float = 0.5, std: float = 0.5,
                    shuffle_buffer: int = 16384,
+                   aug: augment_lib.Params | None = None,
                    process_index: int | None = None,
                    process_count: int | None = None) -> TrainIterator:
   """The training stream (see the module docstring).
@@ -442,6 +447,8 @@ def train_iterator(data_dir: str, *, split: str = "train",
     mean: normalisation mean (of x / 255).
     std: normalisation std.
     shuffle_buffer: example shuffle buffer (encoded examples).
+    aug: augmentation strengths (`augment.Params`); None = the paper's for
+      `image_aug`.
     process_index: override of `jax.process_index()` (tests).
     process_count: override of `jax.process_count()` (tests).
 
@@ -450,7 +457,7 @@ def train_iterator(data_dir: str, *, split: str = "train",
   """
   spec = Spec(data_dir, split, global_batch_size, image_size, max_tokens,
               max_sentences, image_aug, text_aug, view, seed, hflip, mean,
-              std, shuffle_buffer, text_section)
+              std, shuffle_buffer, text_section, aug)
   return TrainIterator(spec, tokenizer, mesh, data_axis, start_position,
                        prefetch, process_index, process_count)
 
