@@ -48,8 +48,21 @@ def _load(data_dir, split, size, limit):
   return loc_data.load_split(data_dir, split, size, limit or None)
 
 
-def make_task(kind: str, train, val, test, config) -> probes.Task:
-  """A probe task of `kind` (linear | unet | detection)."""
+def feature_grids(tower, tower_vars: dict, size: int) -> list[int]:
+  """Side of the conv3 / conv4 / conv5 maps of `tower` at `size` px (the
+  detection scales; not size // 8, 16, 32 when output_stride < 32)."""
+  out = jax.eval_shape(lambda: tower.apply(
+      tower_vars, jax.numpy.zeros((1, size, size, 1)), train=False))
+  return [int(out[k].shape[1]) for k in detection.SCALES]
+
+
+def make_task(kind: str, train, val, test, config,
+              grids: list[int] | None = None) -> probes.Task:
+  """A probe task of `kind` (linear | unet | detection).
+
+  `grids`: the detection scales' map sides (`feature_grids`); default the
+  stride-8/16/32 sides of the images.
+  """
   n_cls = train.masks.shape[-1]
   if kind in ("linear", "unet"):
     head = (segmentation.LinearSegHead(n_cls) if kind == "linear" else
@@ -63,7 +76,7 @@ def make_task(kind: str, train, val, test, config) -> probes.Task:
                        for b in train.boxes if len(b)] or [np.zeros((0, 2))])
   anchors = detection.kmeans_anchors(wh)
   size = train.images.shape[1]
-  grids = [size // 8, size // 16, size // 32]
+  grids = grids or [size // 8, size // 16, size // 32]
   metric = "froc" if "object" in config.get("_dataset", "") else "map"
 
   def targets(y, idx, flip):
@@ -99,7 +112,9 @@ def run_task(spec: str, config, towers: dict, keep: dict | None = None
   test = _load(data_dir, "test", size, limit)
   with config.unlocked():
     config._dataset = dataset  # pylint: disable=protected-access
-  task = make_task(kind, train, val, test, config)
+  grids = (feature_grids(*next(iter(towers.values())), train.images.shape[1])
+           if kind == "detection" else None)
+  task = make_task(kind, train, val, test, config, grids)
   family = "det" if kind == "detection" else "seg"
   metric = ("froc" if dataset == "object_cxr" else "map") if family == (
       "det") else "dice"

@@ -1,5 +1,7 @@
 """Localized metrics on small hand-computed cases."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn import metrics as skm  # noqa: F401  (sanity: sklearn importable)
@@ -76,3 +78,24 @@ def test_mean_std_ci():
   lo, hi = out["ci95"]
   assert lo < 3.0 < hi and hi - lo == pytest.approx(
       2 * 2.7764451 * np.std([1, 2, 3, 4, 5], ddof=1) / np.sqrt(5), rel=1e-5)
+
+
+def test_grid_pointing_game_points_at_the_cell_centre():
+  # A 2 x 2 map whose maximum is the top-left region: bilinear upsampling
+  # makes a plateau reaching the image corner, so the pixel argmax lands at
+  # (0, 0), outside a box around the region's centre (16, 16) of a 64-px
+  # image; the grid version points at the centre.
+  grid = np.array([[1.0, 0.0], [0.0, 0.0]])
+  target = np.zeros((64, 64), bool)
+  target[10:22, 10:22] = True
+  up = np.asarray(jax.image.resize(jnp.asarray(grid), (64, 64), "bilinear"))
+  assert lm.pointing_game(up, target) == 0.0
+  assert lm.grid_pointing_game(grid, target) == 1.0
+  assert lm.grid_pointing_game(grid[::-1], target) == 0.0
+  # Non-square image and grid: cell (2, 2) of a 4 x 3 grid has its centre
+  # at (40, 83) of a [64, 100] image.
+  g = np.zeros((4, 3))
+  g[2, 2] = 1.0
+  t = np.zeros((64, 100), bool)
+  t[40, 83] = True
+  assert lm.grid_pointing_game(g, t) == 1.0

@@ -92,6 +92,28 @@ def test_image_tower_outputs():
     _vars(vit.ViT("L16"), x)
 
 
+@pytest.mark.parametrize("depth", [18, 50])
+def test_resnet_output_stride_keeps_parameters_and_refines_the_grid(depth):
+  x = _normal(0, (2, 64, 64, 1))
+  kw = dict(depth=depth, width=4, stage_sizes=(1, 1, 1, 1), norm="group",
+            norm_groups=2)
+  v = _vars(resnet.ResNet(**kw), x)
+  for os_, grid in ((32, 2), (16, 4), (8, 8)):
+    rn = resnet.ResNet(**kw, output_stride=os_)
+    # The same parameter tree (torchvision-compatible) serves every stride.
+    assert jax.tree.map(jnp.shape, _vars(rn, x)) == jax.tree.map(
+        jnp.shape, v)
+    o = rn.apply(v, x)
+    assert o["regions"].shape[1:3] == (grid, grid)
+    assert o["conv3"].shape[1] == 64 // min(8, os_)
+  # Stride 32 is the default; the first two stages are untouched.
+  a = resnet.ResNet(**kw).apply(v, x)
+  b = resnet.ResNet(**kw, output_stride=16).apply(v, x)
+  np.testing.assert_array_equal(a["conv4"], b["conv4"])
+  with pytest.raises(ValueError, match="output_stride must be 8, 16 or 32"):
+    _vars(resnet.ResNet(**kw, output_stride=4), x)
+
+
 def test_joimter_cnn_outputs_and_soft_attention():
   m = joimter_cnn.JoImTerCNN(channels=(4, 4, 8, 8, 16, 16), stem_channels=4,
                              region_dim=8, global_dim=6)

@@ -8,8 +8,10 @@ Heatmaps come from what the model has:
 - global-only models (ConVIRT, CLIP): cosine similarity between the global
   report embedding and every region projected by the global image head (the
   BioViL-style similarity map).
-Maps are upsampled to the image and scored against MS-CXR-style boxes with
-the pointing game, CNR and IoU (`localized_metrics`).
+Maps are scored against MS-CXR-style boxes with the pointing game at
+region resolution (the centre of the maximal region,
+`localized_metrics.grid_pointing_game`), and upsampled to the image for
+CNR and IoU (`localized_metrics`).
 """
 
 import jax
@@ -76,13 +78,13 @@ def evaluate(loaded, split, mean: float = 0.5, std: float = 0.5,
   size = split.images.shape[1]
   for s in range(0, len(split), batch):
     imgs = (split.images[s:s + batch].astype(np.float32) / 255.0 - mean) / std
-    maps = upsample(region_maps(loaded, imgs, split.phrases[s:s + batch]),
-                    size)
+    grid = region_maps(loaded, imgs, split.phrases[s:s + batch])
+    maps = upsample(grid, size)
     for k, hm in enumerate(maps):
       target = localized_metrics.boxes_to_mask(split.boxes[s + k], size, size)
       if not target.any():
         continue
-      pg.append(localized_metrics.pointing_game(hm, target))
+      pg.append(localized_metrics.grid_pointing_game(grid[k], target))
       c = localized_metrics.cnr(hm, target)
       if not np.isnan(c):
         cnr.append(c)

@@ -158,6 +158,30 @@ def pointing_game(heatmap: np.ndarray, target_mask: np.ndarray) -> float:
   return float(bool(np.asarray(target_mask)[idx]))
 
 
+def grid_pointing_game(grid_map: np.ndarray, target_mask: np.ndarray
+                       ) -> float:
+  """Pointing game of a region-level map: 1.0 when the centre of its
+  maximal cell falls inside the target region.
+
+  A model's grounding map has one value per region; upsampled bilinearly,
+  a maximal edge region becomes a plateau that reaches the image border,
+  and the argmax of the plateau (its first pixel) is the image corner:
+  `pointing_game` on the upsampled map then scores where the border is,
+  not where the model points. The cell centre is the point the model
+  actually designates.
+
+  Args:
+    grid_map: [h, w] region-level heatmap (higher = more relevant).
+    target_mask: [H, W] bool target region of the image.
+  """
+  h, w = grid_map.shape
+  big_h, big_w = np.asarray(target_mask).shape
+  r, c = np.unravel_index(np.argmax(grid_map), grid_map.shape)
+  y = min(int((r + 0.5) * big_h / h), big_h - 1)
+  x = min(int((c + 0.5) * big_w / w), big_w - 1)
+  return float(bool(np.asarray(target_mask)[y, x]))
+
+
 def cnr(heatmap: np.ndarray, target_mask: np.ndarray) -> float:
   """Contrast-to-noise ratio of a heatmap between inside and outside a box.
 

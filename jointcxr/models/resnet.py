@@ -118,6 +118,10 @@ class ResNet(nn.Module):
     conv_impl: "xla" or "im2col" (see `common.Conv`).
     zero_init_residual: torchvision's option of the same name.
     remat: rematerialise each residual block in the backward pass.
+    output_stride: 32 (torchvision), 16 or 8: the last one or two stages
+      keep their input resolution (stride 1, no dilation), so `regions`
+      has 2x / 4x more rows and columns. Small inputs need it (at 64 px a
+      stride-32 map is 2 x 2); parameter shapes and names do not change.
     dtype: compute dtype.
     param_dtype: parameter dtype.
   """
@@ -130,6 +134,7 @@ class ResNet(nn.Module):
   conv_impl: str = "xla"
   zero_init_residual: bool = False
   remat: bool = False
+  output_stride: int = 32
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -143,12 +148,16 @@ class ResNet(nn.Module):
 
     Returns:
       dict with `conv1` (stem output, stride 2), `conv2`..`conv5` (stage
-      outputs, strides 4..32), `regions` (= conv5, [B, h, w, C]) and
+      outputs, strides 4..32, or capped at `output_stride`), `regions`
+      (= conv5, [B, h, w, C]) and
       `global` (average-pooled conv5, [B, C]).
     """
     if self.depth not in STAGES and self.stage_sizes is None:
       raise ValueError(f"unknown ResNet depth {self.depth}; expected one of "
                        f"{sorted(STAGES)} or explicit stage_sizes")
+    if self.output_stride not in (8, 16, 32):
+      raise ValueError(f"output_stride must be 8, 16 or 32, got "
+                       f"{self.output_stride}")
     if x.shape[-1] != self.in_channels:
       raise ValueError(f"expected {self.in_channels} input channel(s), got "
                        f"image shape {x.shape}")
@@ -167,9 +176,11 @@ class ResNet(nn.Module):
     if self.remat:
       block_cls = nn.remat(block_cls)
     sizes = self.stage_sizes or STAGES[self.depth]
+    # Stages from this index on keep their resolution (output_stride < 32).
+    full_res_from = len(sizes) - {32: 0, 16: 1, 8: 2}[self.output_stride]
     for s, n in enumerate(sizes):
       for i in range(n):
-        stride = 2 if (s > 0 and i == 0) else 1
+        stride = 2 if (0 < s < full_res_from and i == 0) else 1
         y = block_cls(self.width * 2 ** s, stride, conv, norm,
                       self.zero_init_residual, name=f"layer{s + 1}_{i}")(y)
       out[f"conv{s + 2}"] = y
