@@ -45,8 +45,9 @@ def _done(t0: float) -> None:
   print(f"    ({time.time() - t0:.0f}s)", flush=True)
 
 
-def _train_config(method_module: str, data_dir: str, steps: int, size: int,
+def train_config(method_module: str, data_dir: str, steps: int, size: int,
                   tokenizer: str, seed: int):
+  """The demo's recipe for one method (the `tiny` config, scaled up)."""
   import importlib  # pylint: disable=g-import-not-at-top
   cfg = importlib.import_module(f"configs.{method_module}").get_config(
       "tiny")
@@ -86,35 +87,35 @@ def _eval_config(name: str, **overrides):
   return cfg
 
 
-def run(out: str, subjects: int, steps: int, size: int, seed: int) -> dict:
-  """Runs the demo; returns the paths of its outputs."""
-  out = os.path.abspath(out)
-  os.makedirs(out, exist_ok=True)
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update("jax_compilation_cache_dir", os.path.join(out,
-                                                              ".jax_cache"))
-  from data_prep import mimic_cxr  # pylint: disable=g-import-not-at-top
-  from data_prep import synthetic  # pylint: disable=g-import-not-at-top
-  from data_prep import tokenizer as tok_train  # pylint: disable=g-import-not-at-top
-  from jointcxr import eval_global  # pylint: disable=g-import-not-at-top
-  from jointcxr import eval_localized  # pylint: disable=g-import-not-at-top
-  from jointcxr import export  # pylint: disable=g-import-not-at-top
-  from jointcxr import train  # pylint: disable=g-import-not-at-top
-  from jointcxr.demo_report import write_results  # pylint: disable=g-import-not-at-top
-  import importlib  # pylint: disable=g-import-not-at-top
-  paths = {}
-  t_all = time.time()
+def generate_data(out: str, subjects: int, seed: int,
+                  localized: bool = True) -> str:
+  """Step 1: synthetic MIMIC-CXR (+ localized sets) at 128 px, unless present.
 
-  t = _step(f"1/6 synthetic MIMIC-CXR: {subjects} subjects at 128 px")
+  Returns:
+    The raw directory (`out/raw`).
+  """
+  from data_prep import synthetic  # pylint: disable=g-import-not-at-top
   raw = os.path.join(out, "raw")
   if not os.path.exists(os.path.join(raw, "summary.json")):
     synthetic.generate(raw, num_subjects=subjects, seed=seed, image_size=128,
-                       preview=os.path.join(out, "preview.png"))
-  paths["preview"] = os.path.join(out, "preview.png")
-  _done(t)
+                       preview=os.path.join(out, "preview.png"),
+                       localized=localized)
+  return raw
 
-  t = _step("2/6 data_prep: MIMIC-CXR and localized sets -> TFRecords")
-  data = os.path.join(out, "tfds")
+
+def convert_data(out: str, size: int, localized: bool = True) -> dict:
+  """Step 2: the data_prep converters on `out/raw`, and a tokenizer.
+
+  Returns:
+    dict with `mimic_cxr` (converted dir), `localized` ({name: dir}) and
+    `tokenizer` (SentencePiece model path).
+  """
+  # pylint: disable=g-import-not-at-top
+  import importlib
+  from data_prep import mimic_cxr
+  from data_prep import tokenizer as tok_train
+  # pylint: enable=g-import-not-at-top
+  raw, data = os.path.join(out, "raw"), os.path.join(out, "tfds")
   m = mimic_cxr.convert(mimic_cxr_jpg_dir=os.path.join(raw, "mimic-cxr-jpg"),
                         reports_dir=os.path.join(raw, "mimic-cxr-reports"),
                         output_dir=os.path.join(data, "mimic_cxr"),
@@ -122,7 +123,7 @@ def run(out: str, subjects: int, steps: int, size: int, seed: int) -> dict:
                         examples_per_shard=512)
   print(f"    mimic_cxr written {m['written']} skipped {m['skipped']}")
   loc_dirs = {}
-  for name in LOCALIZED:
+  for name in LOCALIZED if localized else ():
     mod = importlib.import_module(f"data_prep.localized.{name}")
     d = os.path.join(data, name)
     extra = ({"mimic_cxr_jpg_dir": os.path.join(raw, "mimic-cxr-jpg")}
@@ -136,6 +137,33 @@ def run(out: str, subjects: int, steps: int, size: int, seed: int) -> dict:
     with open(tok_path, "wb") as f:
       f.write(tok_train.train_sentencepiece(tok_train.read_sentences(
           os.path.join(data, "mimic_cxr")), 1000))
+  return {"mimic_cxr": os.path.join(data, "mimic_cxr"), "localized": loc_dirs,
+          "tokenizer": tok_path}
+
+
+def run(out: str, subjects: int, steps: int, size: int, seed: int) -> dict:
+  """Runs the demo; returns the paths of its outputs."""
+  out = os.path.abspath(out)
+  os.makedirs(out, exist_ok=True)
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_compilation_cache_dir", os.path.join(out,
+                                                              ".jax_cache"))
+  from jointcxr import eval_global  # pylint: disable=g-import-not-at-top
+  from jointcxr import eval_localized  # pylint: disable=g-import-not-at-top
+  from jointcxr import export  # pylint: disable=g-import-not-at-top
+  from jointcxr import train  # pylint: disable=g-import-not-at-top
+  from jointcxr.demo_report import write_results  # pylint: disable=g-import-not-at-top
+  paths = {}
+  t_all = time.time()
+
+  t = _step(f"1/6 synthetic MIMIC-CXR: {subjects} subjects at 128 px")
+  generate_data(out, subjects, seed)
+  paths["preview"] = os.path.join(out, "preview.png")
+  _done(t)
+
+  t = _step("2/6 data_prep: MIMIC-CXR and localized sets -> TFRecords")
+  data = convert_data(out, size)
+  loc_dirs, tok_path = data["localized"], data["tokenizer"]
   _done(t)
 
   runs = {}
@@ -144,8 +172,7 @@ def run(out: str, subjects: int, steps: int, size: int, seed: int) -> dict:
                            ("random init", "lovt", 0)):
     t = _step(f"3/6 pretraining {label} ({n} steps)")
     workdir = os.path.join(out, "runs", label.replace(" ", "_").lower())
-    cfg = _train_config(module, os.path.join(data, "mimic_cxr"), n, size,
-                        tok_path, seed)
+    cfg = train_config(module, data["mimic_cxr"], n, size, tok_path, seed)
     train.train_and_evaluate(cfg, workdir)
     runs[label] = workdir
     _done(t)
@@ -154,7 +181,7 @@ def run(out: str, subjects: int, steps: int, size: int, seed: int) -> dict:
   for label, workdir in runs.items():
     t = _step(f"4/6 evaluating {label}: global")
     g = eval_global.evaluate(_eval_config(
-        "global", **{"input.data_dir": os.path.join(data, "mimic_cxr"),
+        "global", **{"input.data_dir": data["mimic_cxr"],
                      "limit": 0, "probe_limit": 0}), workdir)
     _done(t)
     t = _step(f"4/6 evaluating {label}: localized")
@@ -178,7 +205,7 @@ def run(out: str, subjects: int, steps: int, size: int, seed: int) -> dict:
 
   t = _step("6/6 results table and pictures")
   paths.update(write_results(out, runs, results, keep, loc_dirs,
-                             os.path.join(data, "mimic_cxr")))
+                             data["mimic_cxr"]))
   _done(t)
   print(f"\ndemo finished in {time.time() - t_all:.0f}s")
   for k, v in paths.items():
