@@ -22,8 +22,9 @@ Methods and their total loss:
 * `siglip`: SigLIP on `outputs['logit_scale']` (log t) and
   `outputs['logit_bias']` when present, else the fixed `logit_scale` /
   `logit_bias` of the config (log 10, -10).
-* `joimternet`: lambda_damsm (L_s + L_w) + lambda_triplet (L_st + L_wt),
-  gamma 4/5/10, margins 0.5, lambda_damsm 1, lambda_triplet 2, one random
+* `joimternet`: lambda_damsm (L_s + w L_w) + lambda_triplet (L_st + w L_wt),
+  gamma 4/5/10, margins 0.5, lambda_damsm 1, lambda_triplet 2, local
+  weight w 1 (0: the global-only ablation), one random
   in-batch negative per anchor drawn from `rng`. The MLM task is a separate
   step: `mlm_inputs` (masking with the config's settings) and `mlm_step`
   (loss).
@@ -70,6 +71,9 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "gamma1": 4.0, "gamma2": 5.0, "gamma3": 10.0,
         "sentence_margin": 0.5, "word_margin": 0.5,
         "lambda_damsm": 1.0, "lambda_triplet": 2.0,
+        # Weight of the local (region-word) terms L_w and L_wt; 0 gives the
+        # global-only ablation (L_s + L_st) the paper's claim is about.
+        "local_weight": 1.0,
         # Score the image-anchored negative text with the anchor's word count
         # as the official code does (METHODS.md §2.2d); off = the formula.
         "word_triplet_code_quirk": False,
@@ -273,8 +277,9 @@ def _joimternet(p, outputs, mask, rng, mesh, data_axis):
   l_wt, wt = losses.word_triplet(scores, margin=p["word_margin"],
                                  negatives=negatives, mask=valid,
                                  image_anchor_negative_scores=quirk)
-  total = p["lambda_damsm"] * (l_s + l_w) + p["lambda_triplet"] * (
-      l_st + l_wt)
+  lw = p["local_weight"]
+  total = p["lambda_damsm"] * (l_s + lw * l_w) + p["lambda_triplet"] * (
+      l_st + lw * l_wt)
   return total, {
       "loss/sentence": l_s, "loss/word": l_w,
       "loss/sentence_triplet": l_st, "loss/word_triplet": l_wt,

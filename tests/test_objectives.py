@@ -86,6 +86,15 @@ def test_joimternet_weighting_and_quirk():
                               rng=RNG)
   np.testing.assert_allclose(no_trip, a0["loss/sentence"] + a0["loss/word"],
                              rtol=1e-6)
+  # local_weight scales the region-word terms only (0: global-only).
+  g_only, ag = _compute("joimternet", {"local_weight": 0.0}, out, rng=RNG)
+  np.testing.assert_allclose(
+      g_only, ag["loss/sentence"] + 2 * ag["loss/sentence_triplet"],
+      rtol=1e-6)
+  half, _ = _compute("joimternet", {"local_weight": 0.5}, out, rng=RNG)
+  np.testing.assert_allclose(
+      half, g_only + 0.5 * (aux["loss/word"] + 2 * aux["loss/word_triplet"]),
+      rtol=1e-6)
   # The official-code quirk changes only the word triplet.
   _, aq = _compute("joimternet", {"word_triplet_code_quirk": True}, out,
                         rng=RNG)
