@@ -22,13 +22,24 @@ import time
 from absl import app
 from absl import flags
 
-_OUT = flags.DEFINE_string("output_dir", "demo_out", "Where everything goes.")
-_SUBJECTS = flags.DEFINE_integer("subjects", 900, "Synthetic MIMIC subjects "
-                                 "(~2.2 studies each).")
-_STEPS = flags.DEFINE_integer("steps", 300, "Pretraining steps per method.")
-_SIZE = flags.DEFINE_integer("image_size", 64, "Model input size (px).")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed.")
+FLAGS = flags.FLAGS
 
+
+def define_flags() -> None:
+  """Flags of the binary (defined only when run as a program, so benchmarks
+  can import the demo's data and recipe functions next to their own)."""
+  flags.DEFINE_string("output_dir", "demo_out", "Where everything goes.")
+  flags.DEFINE_integer("subjects", DEFAULT_SUBJECTS, "Synthetic MIMIC "
+                       "subjects (~2.2 studies each).")
+  flags.DEFINE_integer("steps", DEFAULT_STEPS, "Pretraining steps per "
+                       "method.")
+  flags.DEFINE_integer("image_size", DEFAULT_SIZE, "Model input size (px).")
+  flags.DEFINE_integer("seed", 0, "Seed.")
+
+
+DEFAULT_SUBJECTS = 900
+DEFAULT_STEPS = 300
+DEFAULT_SIZE = 64
 LOCALIZED = ("rsna", "siim", "nih", "object_cxr", "covid_rural", "ms_cxr")
 TASKS = ("rsna/linear/frozen/100", "rsna/linear/frozen/10",
          "siim/linear/frozen/100", "siim/unet/frozen/100",
@@ -74,7 +85,8 @@ def train_config(method_module: str, data_dir: str, steps: int, size: int,
   return cfg
 
 
-def _eval_config(name: str, **overrides):
+def eval_config(name: str, **overrides):
+  """An eval binary's `tiny` config with dotted-key overrides."""
   import importlib  # pylint: disable=g-import-not-at-top
   cfg = importlib.import_module(f"configs.eval.{name}").get_config("tiny")
   with cfg.unlocked():
@@ -84,6 +96,22 @@ def _eval_config(name: str, **overrides):
         cfg[node][rest[0]] = v
       else:
         cfg[k] = v
+  return cfg
+
+
+def localized_eval_config(loc_dirs: dict, size: int, tasks=TASKS,
+                          epochs: int = 8, seeds: int | None = None):
+  """The demo's eval_localized config: its tasks on the converted sets."""
+  cfg = eval_config("localized", image_size=size, epochs=epochs,
+                    tasks=tuple(tasks), baselines=())
+  with cfg.unlocked():
+    for name, d in loc_dirs.items():
+      cfg.datasets[name] = d
+    if seeds is not None:
+      cfg.seeds = seeds
+    cfg.lr_grid.linear = (1e-2,)
+    cfg.lr_grid.unet = (3e-3,)
+    cfg.lr_grid.detection = (1e-3,)
   return cfg
 
 
@@ -180,19 +208,12 @@ def run(out: str, subjects: int, steps: int, size: int, seed: int) -> dict:
   results, keep = {}, {}
   for label, workdir in runs.items():
     t = _step(f"4/6 evaluating {label}: global")
-    g = eval_global.evaluate(_eval_config(
+    g = eval_global.evaluate(eval_config(
         "global", **{"input.data_dir": data["mimic_cxr"],
                      "limit": 0, "probe_limit": 0}), workdir)
     _done(t)
     t = _step(f"4/6 evaluating {label}: localized")
-    lcfg = _eval_config("localized", image_size=size, epochs=8,
-                        tasks=TASKS, baselines=())
-    with lcfg.unlocked():
-      for name, d in loc_dirs.items():
-        lcfg.datasets[name] = d
-      lcfg.lr_grid.linear = (1e-2,)
-      lcfg.lr_grid.unet = (3e-3,)
-      lcfg.lr_grid.detection = (1e-3,)
+    lcfg = localized_eval_config(loc_dirs, size)
     keep[label] = {}
     loc = eval_localized.evaluate(lcfg, workdir, keep[label])
     results[label] = {**g, **loc}
@@ -215,8 +236,10 @@ def run(out: str, subjects: int, steps: int, size: int, seed: int) -> dict:
 
 def main(argv):
   del argv
-  run(_OUT.value, _SUBJECTS.value, _STEPS.value, _SIZE.value, _SEED.value)
+  run(FLAGS.output_dir, FLAGS.subjects, FLAGS.steps, FLAGS.image_size,
+      FLAGS.seed)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
