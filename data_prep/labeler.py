@@ -1,14 +1,24 @@
-"""Rule-based report labeler: mention + negation + uncertainty extraction.
+"""Rule-based report labeler: mentions, then NegEx-style certainty.
 
-The CheXpert-labeler / NegBio idea, own implementation (regex phrase tables
-and clause scopes in place of a dependency parser; tables in
-`labeler_rules.py`). Per sentence and observation, every mention is
-classified in order: (a) uncertainty that looks like negation ("cannot
-exclude X") -> -1, (b) negation -> 0, (c) uncertainty -> -1, else 1. Per
-report: several mentions aggregate as positive > uncertain > negative; "No
-Finding" is 1 iff nothing but Support Devices is positive or uncertain
-(blank otherwise); a positive/uncertain "CHF"/"heart failure" also makes
-Cardiomegaly uncertain.
+The CheXpert-labeler / NegBio idea, own implementation: regex mention
+tables per observation (`labeler_rules.py`) and trigger phrases with
+clause scopes (`negex.py`, `negex_cues.py`) in place of a dependency
+parser. Each mention gets a certainty (positive / probable / possible /
+negative); the label space maps it to a value:
+
+* `chexpert` (CheXpert's 14 observations): positive 1, probable and
+  possible -1 (uncertain), negative 0. "Stable cardiac silhouette" is
+  uncertain for Cardiomegaly and Enlarged Cardiomediastinum, and a
+  positive/uncertain "CHF"/"heart failure" also makes Cardiomegaly
+  uncertain, as the CheXpert labeler does.
+* `chestxray14` (ChestX-ray14's 14 findings, mentions that name the
+  finding, not the anatomy): positive and probable ("probable pneumonia",
+  "consistent with", "atelectasis versus scarring") 1, possible ("may
+  represent", "cannot exclude", "differential includes") -1, negative 0.
+
+Per report: several mentions aggregate as positive > uncertain > negative;
+CheXpert's "No Finding" is 1 iff nothing but Support Devices is positive or
+uncertain (blank otherwise). Not mentioned is NaN.
 
     python -m data_prep.labeler --input=reports.csv --output=labels.csv \
         [--label_space=chexpert|chestxray14] [--truth=labels.csv]
@@ -16,25 +26,52 @@ Cardiomegaly uncertain.
 Input: a header-less one-column CSV of report texts (the CheXpert labeler's
 format), or a CSV with a `Reports`/`text`/`report` column. Output: `Reports`
 plus one column per observation with 1.0 / 0.0 / -1.0 / blank.
+`python -m data_prep.labeler_eval` measures it on real Open-i reports.
 """
 
 import csv
+import dataclasses
 import functools
 import math
 import re
 import sys
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from data_prep import labeler_rules as R
+from data_prep import negex
 from data_prep import sentences as sentences_lib
 
 NAN = float("nan")
 LABEL_SPACES = ("chexpert", "chestxray14")
+# Certainty -> label value, per label space.
+VALUES = {
+    "chexpert": {negex.POSITIVE: 1.0, negex.PROBABLE: -1.0,
+                 negex.POSSIBLE: -1.0, negex.NEGATIVE: 0.0},
+    "chestxray14": {negex.POSITIVE: 1.0, negex.PROBABLE: -1.0,
+                    negex.POSSIBLE: 0.0, negex.NEGATIVE: 0.0},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mention:
+  """One mention of an observation in a preprocessed sentence."""
+  label: str
+  start: int
+  end: int
+  decision: negex.Decision
+  value: float
 
 
 def _alternation(patterns: Sequence[str]) -> re.Pattern:
+  # Mentions are anchored at a word start only: "atelecta\w*", "nodul".
   pats = sorted(patterns, key=len, reverse=True)
-  return re.compile(r"(?<![a-z])(?:" + "|".join(pats) + r")")
+  return re.compile(r"(?<![a-z])(?:" + "|".join(
+      f"(?:{p})" for p in pats) + r")")
+
+
+def _join(patterns: Sequence[str]) -> list[re.Pattern]:
+  # Several patterns with the same group name need one regex each.
+  return [_alternation([p]) for p in patterns]
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,15 +85,12 @@ def _tables(label_space: str):
   else:
     raise ValueError(f"unknown label space {label_space!r}; expected one of "
                      f"{LABEL_SPACES}")
-  return [(name, _alternation(mentions[name]),
+  return [(name, _join(mentions[name]),
            _alternation(unmentions[name]) if name in unmentions else None)
           for name in labels]
 
 
-_RE = {k: re.compile(getattr(R, k)) for k in (
-    "PRE_BREAK", "POST_BREAK", "PRE_NEG_UNCERTAIN_BEFORE",
-    "PRE_NEG_UNCERTAIN_AFTER", "NEG_BEFORE", "NEG_AFTER", "UNCERTAIN_BEFORE",
-    "UNCERTAIN_AFTER", "STABLE")}
+_STABLE = re.compile(R.STABLE)
 _OTHER = _alternation(R.OTHER_ABNORMALITIES)
 
 
@@ -69,49 +103,56 @@ def preprocess(sentence: str) -> str:
   return " ".join(s.split())
 
 
-def _spans(pattern: re.Pattern, text: str) -> list[tuple[int, int]]:
-  """Match spans, overlapping or touching ones merged."""
+def _spans(patterns: Sequence[re.Pattern], text: str
+           ) -> list[tuple[int, int]]:
+  """Match spans (group `m` where a pattern has one), overlaps merged."""
+  found = []
+  for pattern in patterns:
+    for m in pattern.finditer(text):
+      g = "m" if "m" in pattern.groupindex and m.group("m") else 0
+      found.append((m.start(g), m.end(g), m.start(), m.end()))
+  found.sort()
   out: list[list[int]] = []
-  for m in pattern.finditer(text):
-    if out and m.start() <= out[-1][1] + 1:
-      out[-1][1] = max(out[-1][1], m.end())
+  for a, b, fa, fb in found:
+    if out and fa <= out[-1][3] + 1:
+      out[-1][1] = max(out[-1][1], b)
+      out[-1][3] = max(out[-1][3], fb)
     else:
-      out.append([m.start(), m.end()])
-  return [tuple(s) for s in out]
+      out.append([a, b, fa, fb])
+  return [(a, b) for a, b, _, _ in out]
 
 
-def _last_words(text: str, n: int) -> str:
-  words = text.split(" ")
-  return " ".join(words[-n:]) if len(words) > n else text
-
-
-def _scopes(s: str, start: int, end: int) -> tuple[str, str]:
-  before = s[:start]
-  cuts = list(_RE["PRE_BREAK"].finditer(before))
-  if cuts:
-    before = before[cuts[-1].end():]
-  after = s[end:]
-  cut = _RE["POST_BREAK"].search(after)
-  if cut:
-    after = after[:cut.start()]
-  return _last_words(before, 10), " ".join(after.split(" ")[:9])
-
-
-def classify(s: str, start: int, end: int, label: str) -> float:
+def classify(s: str, start: int, end: int, label: str,
+             label_space: str = "chexpert") -> float:
   """1 / 0 / -1 for the mention s[start:end] of `label`."""
-  before, after = _scopes(s, start, end)
-  if (_RE["PRE_NEG_UNCERTAIN_BEFORE"].search(before) or
-      _RE["PRE_NEG_UNCERTAIN_AFTER"].search(after)):
-    return -1.0
-  if _RE["NEG_BEFORE"].search(before) or _RE["NEG_AFTER"].search(after):
-    return 0.0
-  if _RE["UNCERTAIN_BEFORE"].search(before) or _RE["UNCERTAIN_AFTER"].search(
-      after):
-    return -1.0
-  if label in R.STABLE_LABELS and "cardiomegaly" not in s[start:end] and (
-      _RE["STABLE"].search(before) or _RE["STABLE"].search(after)):
-    return -1.0
-  return 1.0
+  return _value(s, start, end, label, label_space)[1]
+
+
+def _value(s: str, start: int, end: int, label: str, label_space: str
+           ) -> tuple[negex.Decision, float]:
+  d = negex.classify(s, start, end)
+  value = VALUES[label_space][d.certainty]
+  if label_space == "chexpert" and d.rule == "post_attribution":
+    value = -1.0  # CheXpert: "opacity may be due to overlying soft tissue"
+  if (label_space == "chexpert" and value == 1.0 and
+      label in R.STABLE_LABELS and "cardiomegaly" not in s[start:end]):
+    before, after = negex.clause(s, start, end)
+    if _STABLE.search(before) or _STABLE.search(after):
+      d, value = negex.Decision(negex.POSSIBLE, "stable", "stable"), -1.0
+  return d, value
+
+
+def mentions(sentence: str, label_space: str = "chexpert"
+             ) -> Iterator[Mention]:
+  """Every mention in one raw sentence with its certainty and value."""
+  s = preprocess(sentence)
+  for name, mention, unmention in _tables(label_space):
+    blocked = _spans([unmention], s) if unmention is not None else []
+    for a, b in _spans(mention, s):
+      if any(a < y and x < b for x, y in blocked):
+        continue
+      d, value = _value(s, a, b, name, label_space)
+      yield Mention(name, a, b, d, value)
 
 
 def _aggregate(values: list[float]) -> float:
@@ -130,18 +171,15 @@ def label_sentences(sents: Iterable[str],
   other: list[float] = []
   for raw in sents:
     s = preprocess(raw)
-    for name, mention, unmention in tables:
-      blocked = _spans(unmention, s) if unmention is not None else []
-      for a, b in _spans(mention, s):
-        if any(a < y and x < b for x, y in blocked):
-          continue
-        val = classify(s, a, b, name)
-        found[name].append(val)
-        if name == "Edema" and label_space == "chexpert" and re.search(
-            r"chf|heart failure", s[a:b]) and val != 0.0:
-          found["Cardiomegaly"].append(-1.0)
-    for a, b in _spans(_OTHER, s):
-      other.append(classify(s, a, b, "other"))
+    for m in mentions(raw, label_space):
+      found[m.label].append(m.value)
+      if (m.label == "Edema" and label_space == "chexpert" and
+          re.search(r"chf|heart failure", s[m.start:m.end]) and
+          m.value != 0.0):
+        found["Cardiomegaly"].append(-1.0)
+    if label_space == "chexpert":
+      for a, b in _spans([_OTHER], s):
+        other.append(classify(s, a, b, "other"))
   out = {name: _aggregate(v) for name, v in found.items()}
   if label_space == "chexpert":
     abnormal = any(v in (1.0, -1.0) for k, v in out.items()

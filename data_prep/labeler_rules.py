@@ -2,9 +2,9 @@
 
 Our own tables, written from the CheXpert labeler / NegBio behaviour
 described in DATA_FORMATS.md A4: mention phrases per observation (regexes
-anchored at a word start, so "atelecta" matches atelectasis and
-atelectatic), unmention phrases that cancel an overlapping mention, and cue
-patterns for uncertainty and negation with the clause as their scope.
+anchored at word boundaries, so "atelecta\\w*" matches atelectasis and
+atelectatic) and unmention phrases that cancel an overlapping mention. The
+negation and uncertainty triggers are in `negex_cues.py`.
 """
 
 CHEXPERT = (
@@ -78,75 +78,61 @@ OTHER_ABNORMALITIES = [
     r"tortuous", r"ectatic",
 ]
 
-# ChestX-ray14 observations with their own mention lists where CheXpert's
-# categories are too coarse (Mass vs Nodule, Emphysema, Fibrosis, Hernia).
+# ChestX-ray14 observations (Wang et al. 2017), each with its own mentions:
+# the name of the finding, not the anatomy ("heart size" is a CheXpert
+# mention of Cardiomegaly, so that "heart size normal" is a negative; here
+# only an enlarged heart is a mention). A pattern with a group `m` (a word
+# that must follow an anatomy phrase in the same clause) is classified at
+# that group, so "the heart is not enlarged" is negated by its "not".
 CHESTXRAY14 = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass",
     "Nodule", "Pneumonia", "Pneumothorax", "Consolidation", "Edema",
     "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia")
+_HEART = (r"(?:heart|cardiac (?:silhouette|shadow|contours?|size|"
+          r"diameter)|heart (?:size|silhouette|shadow))")
+_LARGE = r"(?P<m>enlarg\w*|large|increased in size|increase in size)"
 CHESTXRAY14_MENTIONS = {
-    "Atelectasis": MENTIONS["Atelectasis"],
-    "Cardiomegaly": MENTIONS["Cardiomegaly"],
-    "Effusion": MENTIONS["Pleural Effusion"],
-    "Infiltration": [r"infiltrat\w*", r"opaci\w*", r"air ?space disease"],
-    "Mass": [r"mass(?:es)?\b", r"tumou?r", r"neoplasm", r"carcinoma"],
-    "Nodule": [r"nodul\w*"],
-    "Pneumonia": MENTIONS["Pneumonia"],
-    "Pneumothorax": MENTIONS["Pneumothorax"],
-    "Consolidation": MENTIONS["Consolidation"],
-    "Edema": [r"(?:pulmonary |interstitial |alveolar )?edema",
-              r"vascular congestion"],
-    "Emphysema": [r"emphysema\w*", r"copd", r"hyperinflat\w*"],
-    "Fibrosis": [r"fibros\w*", r"fibrotic"],
-    "Pleural_Thickening": [r"pleural thickening", r"pleural plaques?"],
+    "Atelectasis": [r"atelecta\w*", r"collapsed?"],
+    "Cardiomegaly": [
+        r"cardiomegaly", r"cardiac enlargement", r"heart enlargement",
+        r"cardiac hypertrophy",
+        r"(?:enlarged|large) (?:\w+ )?" + _HEART,
+        r"enlargement of (?:the )?" + _HEART,
+        _HEART + r"(?: is| are| appears?| remains?)?(?: \w+){0,3} " + _LARGE,
+        r"increase in (?:the )?size of (?:the )?" + _HEART,
+        r"increased? in (?:the )?(?:heart|cardiac) size",
+        r"(?:borderline|top normal) " + _HEART,
+        _HEART + r"(?: is)? (?P<m>borderline)"],
+    "Effusion": [
+        r"(?:pleural )?effusions?", r"pleural fluid", r"hydrothorax",
+        r"fluid (?:in|within|along) the (?:\w+ )?(?:fissures?|pleural "
+        r"space)"],
+    "Infiltration": [r"infiltrat\w*"],
+    "Mass": [r"mass(?:es)?", r"mass-?like", r"tumou?rs?"],
+    "Nodule": [r"nodules?", r"micronodul\w*"],
+    "Pneumonia": [r"(?:broncho)?pneumonia", r"pneumonitis"],
+    "Pneumothorax": [r"(?:hydro)?pneumothora\w*", r"ptx"],
+    "Consolidation": [r"consolidat\w*"],
+    "Edema": [r"(?:pulmonary |interstitial |alveolar )?edema"],
+    "Emphysema": [r"emphysema\w*"],
+    "Fibrosis": [r"fibros[ie]s", r"fibrotic"],
+    "Pleural_Thickening": [
+        r"pleural (?:\w+ ){0,2}thickening", r"thickening of (?:the )?pleura",
+        r"thickened pleura", r"pleural plaques?", r"apical (?:pleural )?cap"
+        r"(?:ping|s)?", r"(?:fissural|fissure) thickening",
+        r"thickening (?:of|in|along) the (?:\w+ ){0,2}fissures?",
+        r"(?:effusion|fluid) (?:versus|vs|or) (?:pleural )?(?P<m>thickening)"],
     "Hernia": [r"hernia\w*"],
 }
 CHESTXRAY14_UNMENTIONS = {
-    "Effusion": UNMENTIONS["Pleural Effusion"],
+    "Effusion": [r"pericardial effusions?", r"joint effusions?"],
     "Mass": [r"massive"],
-    "Nodule": [r"calcified nodul\w*"],
-    "Cardiomegaly": UNMENTIONS["Cardiomegaly"],
-    "Emphysema": [r"subcutaneous emphysema"],
+    "Emphysema": [r"subcutaneous emphysema", r"soft tissue emphysema"],
+    "Edema": [r"soft tissue edema", r"subcutaneous edema"],
+    "Atelectasis": [r"collapse of (?:the )?(?:\w+ )?vertebra\w*",
+                    r"vertebral (?:body )?collapse"],
 }
 
-# Clause breakers: cues do not reach across them. Cues after a mention also
-# stop at commas ("opacity, may reflect atelectasis" keeps the opacity).
-PRE_BREAK = (r"\b(?:but|however|although|though|which|whereas|except|"
-             r"apart from|otherwise)\b|;|:")
-POST_BREAK = PRE_BREAK + r"|,|\bwith\b"
-
-# (a) Uncertainty checked before negation ("cannot exclude X").
-PRE_NEG_UNCERTAIN_BEFORE = (
-    r"\b(?:cannot|can not|could not|unable to) (?:be )?(?:entirely |"
-    r"completely |fully |definitely )?(?:exclude|excluded|rule out|ruled out"
-    r"|evaluate|assess)\b|\brule out\b|\br/o\b|\bto exclude\b|\bno new\b|"
-    r"\bnot (?:be )?(?:entirely )?excluded\b")
-PRE_NEG_UNCERTAIN_AFTER = (
-    r"^[^.;]*?\b(?:cannot|can not|could not|not) (?:be )?(?:entirely |"
-    r"completely |fully |definitely )?(?:excluded|ruled out|evaluated|"
-    r"assessed)\b")
-# (b) Negation.
-NEG_BEFORE = (
-    r"\b(?:no|not|without|negative for|free of|absence of|absent|"
-    r"resolution of|resolved|clear of|rather than|never|neither|nor|"
-    r"no evidence of|no signs? of|removal of)\b|\b(?:normal|unremarkable)"
-    r"(?: \w+)?\s*$")
-# "heart and mediastinum are normal": a short conjunct may sit in between.
-NEG_AFTER = (
-    r"^\s*(?:(?:and|or) (?:the )?[a-z]+(?: [a-z]+)? )?(?:(?:is|are|was|were|appears?|remains?|has|have|had|been|now|"
-    r"also|again|otherwise|size|sizes|overall|grossly|essentially|"
-    r"within)\s+)*(?:normal|unremarkable|within normal limits|not\b|absent|"
-    r"resolved|cleared|removed|negative|stable and normal)")
-# (c) Uncertainty after negation.
-UNCERTAIN_BEFORE = (
-    r"\b(?:possible|possibly|probable|probably|likely|may|might|could|"
-    r"suspect\w*|suspicious for|suspicion of|concern\w* for|worrisome for|"
-    r"question of|questionable|borderline|equivocal|suggest\w*|versus|vs|"
-    r"differential|consider\w*|presumed|presumably|maybe|perhaps|"
-    r"cannot|indeterminate|atypical|unclear)\b")
-UNCERTAIN_AFTER = (
-    r"^\s*(?:(?:is|are|was|were|would|\w+ly)\s+)*(?:may|might|could|"
-    r"possible|likely|suspected|versus|vs|questioned|not excluded)\b|^\s*\?")
 # "stable / unchanged cardiac silhouette" is uncertain for these two (but
 # not the word "cardiomegaly" itself).
 STABLE = r"\b(?:stable|unchanged|similar|again|grossly unchanged)\b"
