@@ -128,10 +128,11 @@ def classify(s: str, start: int, end: int, label: str,
   return _value(s, start, end, label, label_space)[1]
 
 
-def _value(s: str, start: int, end: int, label: str, label_space: str
+def _value(s: str, start: int, end: int, label: str, label_space: str,
+           values: Mapping[str, float] | None = None
            ) -> tuple[negex.Decision, float]:
   d = negex.classify(s, start, end)
-  value = VALUES[label_space][d.certainty]
+  value = (values or VALUES[label_space])[d.certainty]
   if label_space == "chexpert" and d.rule == "post_attribution":
     value = -1.0  # CheXpert: "opacity may be due to overlying soft tissue"
   if (label_space == "chexpert" and value == 1.0 and
@@ -142,16 +143,23 @@ def _value(s: str, start: int, end: int, label: str, label_space: str
   return d, value
 
 
-def mentions(sentence: str, label_space: str = "chexpert"
+def mentions(sentence: str, label_space: str = "chexpert",
+             values: Mapping[str, float] | None = None
              ) -> Iterator[Mention]:
-  """Every mention in one raw sentence with its certainty and value."""
+  """Every mention in one raw sentence with its certainty and value.
+
+  Args:
+    sentence: one raw sentence.
+    label_space: "chexpert" or "chestxray14".
+    values: certainty -> value, in place of the space's `VALUES`.
+  """
   s = preprocess(sentence)
   for name, mention, unmention in _tables(label_space):
     blocked = _spans([unmention], s) if unmention is not None else []
     for a, b in _spans(mention, s):
       if any(a < y and x < b for x, y in blocked):
         continue
-      d, value = _value(s, a, b, name, label_space)
+      d, value = _value(s, a, b, name, label_space, values)
       yield Mention(name, a, b, d, value)
 
 
@@ -163,15 +171,16 @@ def _aggregate(values: list[float]) -> float:
   return -1.0 if -1.0 in values else 0.0
 
 
-def label_sentences(sents: Iterable[str],
-                    label_space: str = "chexpert") -> dict[str, float]:
-  """Labels of a report given as sentences."""
+def label_sentences(sents: Iterable[str], label_space: str = "chexpert",
+                    values: Mapping[str, float] | None = None
+                    ) -> dict[str, float]:
+  """Labels of a report given as sentences (`values` as in `mentions`)."""
   tables = _tables(label_space)
   found: dict[str, list[float]] = {name: [] for name, _, _ in tables}
   other: list[float] = []
   for raw in sents:
     s = preprocess(raw)
-    for m in mentions(raw, label_space):
+    for m in mentions(raw, label_space, values):
       found[m.label].append(m.value)
       if (m.label == "Edema" and label_space == "chexpert" and
           re.search(r"chf|heart failure", s[m.start:m.end]) and
@@ -230,7 +239,7 @@ def format_table(table: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def read_reports(path: str) -> list[str]:
-  """Report texts of a header-less one-column CSV or a CSV with a text column."""
+  """Report texts of a header-less one-column CSV or one with a text column."""
   with open(path, newline="", encoding="utf-8", errors="replace") as f:
     rows = list(csv.reader(f))
   if not rows:

@@ -101,8 +101,8 @@ CHESTXRAY14_MENTIONS = {
         _HEART + r"(?: is| are| appears?| remains?)?(?: \w+){0,3} " + _LARGE,
         r"increase in (?:the )?size of (?:the )?" + _HEART,
         r"increased? in (?:the )?(?:heart|cardiac) size",
-        r"(?:borderline|top normal) " + _HEART,
-        _HEART + r"(?: is)? (?P<m>borderline)"],
+        r"borderline (?P<m>" + _HEART + ")",
+        r"(?P<m>" + _HEART + r")(?: is)? borderline"],
     "Effusion": [
         r"(?:pleural )?effusions?", r"pleural fluid", r"hydrothorax",
         r"fluid (?:in|within|along) the (?:\w+ )?(?:fissures?|pleural "
@@ -117,7 +117,8 @@ CHESTXRAY14_MENTIONS = {
     "Emphysema": [r"emphysema\w*"],
     "Fibrosis": [r"fibros[ie]s", r"fibrotic"],
     "Pleural_Thickening": [
-        r"pleural (?:\w+ ){0,2}thickening", r"thickening of (?:the )?pleura",
+        r"pleural(?:-\w+| (?!effusion|fluid|versus|vs|or )\w+)? thickening",
+        r"thickening of (?:the )?pleura",
         r"thickened pleura", r"pleural plaques?", r"apical (?:pleural )?cap"
         r"(?:ping|s)?", r"(?:fissural|fissure) thickening",
         r"thickening (?:of|in|along) the (?:\w+ ){0,2}fissures?",

@@ -61,7 +61,7 @@ def _tables() -> dict[str, re.Pattern]:
       "finite_verbs", "item_modifiers", "pre_possible_neg",
       "post_possible_neg", "pre_negation", "post_negation", "pre_possible",
       "post_possible", "post_attribution", "pre_probable", "post_probable",
-      "pre_assertion")}
+      "pre_assertion", "sentence_possible")}
 
 
 def _blank(text: str, pattern: re.Pattern) -> str:
@@ -189,6 +189,7 @@ def classify(s: str, start: int, end: int) -> Decision:
       (NEGATIVE, "post_negation", _post(t["post_negation"], post, 14)),
       (POSSIBLE, "pre_possible", possible),
       (POSSIBLE, "post_possible", _post(t["post_possible"], post, 3)),
+      (POSSIBLE, "sentence_possible", t["sentence_possible"].search(s)),
       (PROBABLE, "pre_probable", probable),
       (PROBABLE, "post_probable", _post(t["post_probable"], post, 3)),
       (POSITIVE, "pre_assertion", _pre(t["pre_assertion"], pre,

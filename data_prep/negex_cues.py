@@ -85,9 +85,9 @@ _NORMAL = (r"(?:normal(?! (?:for|except))|unremarkable|negative|absent|"
            r"within (?:the )?(?:normal limits|limits of normal|normal range)|"
            r"(?:at |near |in )?(?:the )?(?:upper|top|high)[- ](?:limits? "
            r"(?:of )?|range of )?normal|"
-           r"not (?:\w+ly )?(?:seen|visualized|identified|present|evident|"
-           r"appreciated|demonstrated|visible|detected|enlarged|large|"
-           r"increased)|"
+           r"not (?:\w+ly |well[- ])?(?:seen|visualized|identified|present|"
+           r"evident|appreciated|demonstrated|visible|detected|enlarged|"
+           r"large|increased)|"
            r"no longer (?:seen|visible|present|evident|identified)|"
            r"of normal size|normal in size)")
 POST_NEGATION = [_COPULA + _NORMAL]
@@ -96,12 +96,14 @@ POST_NEGATION = [_COPULA + _NORMAL]
 PRE_POSSIBLE = [
     r"possible", r"possibly", r"may", r"might", r"could", r"question of",
     r"questionable", r"questioned", r"question", r"equivocal", r"perhaps",
-    r"maybe", r"(?:differential|diagnostic)(?: diagnosis| considerations?)?(?: includes?| "
-    r"including| is)?", r"consider(?:ed|ations?)?", r"cannot", r"uncertain",
+    r"maybe", r"(?:differential|diagnostic)(?: diagnosis| considerations?)?"
+    r"(?: includes?| including| is)?", r"consider(?:ed|ations?)?",
+    r"cannot", r"uncertain",
     r"unclear", r"indeterminate", r"concern(?:ing)? for", r"worrisome for",
     r"suspicious for", r"suspicion (?:of|for)", r"suggest(?:s|ed|ing)?",
-    r"suggestive of", r"to be (?:excluded|considered)", r"if",
-    r"whether",
+    r"suggestive of", r"suggestion of", r"to be (?:excluded|considered)",
+    r"if", r"whether", r"(?:evaluat\w*|assess\w*|correlat\w*|look)"
+    r"(?: clinically)? for",
 ]
 POST_POSSIBLE = [
     r"(?:(?:is|are|was|were|would|\w+ly)\s+)*(?:may|might|could)(?! (?:"
@@ -109,6 +111,13 @@ POST_POSSIBLE = [
     r"related|from|caused|explained|accentuated|exaggerated)))",
     r"(?:is|are)? ?(?:possible|questioned|questionable|suspected|"
     r"considered)", r"\?",
+    r"(?:is|are) (?:also )?(?:a |another )?(?:possibility|consideration)",
+]
+# A condition that hedges its whole sentence, wherever it stands ("in the
+# appropriate clinical setting, this is compatible with pneumonia").
+SENTENCE_POSSIBLE = [
+    r"in the (?:appropriate|correct|proper|right) clinical (?:setting|"
+    r"context)", r"if clinically (?:indicated|warranted)",
 ]
 # The mention is what is seen; only its cause is hedged ("consolidation may
 # represent atelectasis"): positive, except in CheXpert's convention.
@@ -131,5 +140,6 @@ PRE_ASSERTION = [
     r"characteristic of", r"typical (?:of|for)",
 ]
 POST_PROBABLE = [
-    r"(?:is|are)? ?(?:likely|probable|favou?red|presumed)", r"versus", r"vs",
+    r"(?:is|are)? ?(?:likely|probable|favou?red|presumed|borderline)",
+    r"versus", r"vs",
 ]
