@@ -88,7 +88,9 @@ def _read_csv(path: str, required: Sequence[str]) -> list[dict]:
     raise writer.ConversionError(f"{path}: file not found")
   opener = gzip.open if path.endswith(".gz") else open
   try:
-    with opener(path, "rt", newline="", encoding="utf-8") as f:
+    # utf-8-sig: a BOM (a CSV re-saved by Excel or pandas) is not part of
+    # the first column's name.
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
       reader = csv.DictReader(f)
       missing = [c for c in required if c not in (reader.fieldnames or [])]
       if missing:
@@ -150,7 +152,8 @@ def _report_text(item: dict, notes: collections.Counter
   except UnicodeDecodeError:
     text = raw.decode("utf-8", errors="replace")
     notes["non_utf8_report"] += 1
-  sec = sections_lib.extract_sections(text, sid)
+  sec = sections_lib.extract_sections(
+      text, sid, official_rules=item.get("official_section_rules", True))
   findings, impression = sec.findings, sec.impression
   if not findings and not impression and item["fallback_last_paragraph"]:
     impression = sec.last_paragraph
@@ -244,7 +247,8 @@ def _read_splits(path: str) -> dict[str, str | None]:
 
 
 def plan(mimic_cxr_jpg_dir: str, reports_dir: str, views: Sequence[str],
-         exclude: set[str], fallback_last_paragraph: bool = False
+         exclude: set[str], fallback_last_paragraph: bool = False,
+         official_section_rules: bool = True
          ) -> tuple[dict[str, list[dict]], list[writer.Skip], dict]:
   """Reads the CSVs and groups images into study items per split.
 
@@ -309,7 +313,8 @@ def plan(mimic_cxr_jpg_dir: str, reports_dir: str, views: Sequence[str],
         "labels": labels, "labels_negbio": labels_negbio,
         "has_label_row": study in chex,
         "has_negbio_row": study in negbio or not negbio,
-        "fallback_last_paragraph": fallback_last_paragraph})
+        "fallback_last_paragraph": fallback_last_paragraph,
+        "official_section_rules": official_section_rules})
   for items in by_split.values():
     items.sort(key=lambda it: int(it["study_id"]))
   return by_split, skips, dict(notes)
@@ -324,7 +329,7 @@ def read_exclusions(path: str | None) -> set[str]:
   if not path:
     return set()
   try:
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
       rows = list(csv.reader(f))
   except (OSError, UnicodeDecodeError, csv.Error) as e:
     raise writer.ConversionError(f"--exclude_ids {path}: cannot read ({e})"
@@ -340,7 +345,8 @@ def convert(*, mimic_cxr_jpg_dir: str, reports_dir: str, output_dir: str,
             num_workers: int = 1, examples_per_shard: int = 1024,
             image_encoding: str = features_lib.DEFAULT_IMAGE_ENCODING,
             exclude_ids: str | None = None,
-            fallback_last_paragraph: bool = False, overwrite: bool = False,
+            fallback_last_paragraph: bool = False,
+            official_section_rules: bool = True, overwrite: bool = False,
             progress: bool = True) -> dict:
   """Converts MIMIC-CXR(-JPG) to TFRecords (see the module docstring).
 
@@ -356,6 +362,8 @@ def convert(*, mimic_cxr_jpg_dir: str, reports_dir: str, output_dir: str,
     exclude_ids: CSV of dicom ids to leave out (e.g. MS-CXR's).
     fallback_last_paragraph: use the official parser's last paragraph as
       the impression of reports without FINDINGS/IMPRESSION (off: LoVT).
+    official_section_rules: apply the dataset's 54 per-study sectioning
+      rules (`data_prep.section_rules`), as the official section files do.
     overwrite: discard previous output instead of resuming.
     progress: show a progress bar.
 
@@ -376,7 +384,8 @@ def convert(*, mimic_cxr_jpg_dir: str, reports_dir: str, output_dir: str,
     raise writer.ConversionError(f"image_size must be >= 8, got {image_size}")
   by_split, skips, notes = plan(mimic_cxr_jpg_dir, reports_dir, tuple(views),
                                 read_exclusions(exclude_ids),
-                                fallback_last_paragraph)
+                                fallback_last_paragraph,
+                                official_section_rules)
   jobs = [j for split, items in by_split.items() if items
           for j in writer.plan_shards(NAME, split, items, examples_per_shard)]
   if not jobs:
@@ -388,7 +397,8 @@ def convert(*, mimic_cxr_jpg_dir: str, reports_dir: str, output_dir: str,
           "image_encoding": image_encoding,
           "examples_per_shard": examples_per_shard,
           "exclude_ids": exclude_ids and os.path.abspath(exclude_ids),
-          "fallback_last_paragraph": fallback_last_paragraph}
+          "fallback_last_paragraph": fallback_last_paragraph,
+          "official_section_rules": official_section_rules}
   return writer.run(
       name=NAME, out_dir=output_dir, jobs=jobs,
       encode=functools.partial(encode_study, image_size=image_size,
@@ -427,6 +437,8 @@ def _define_flags(fl) -> None:
   flags.DEFINE_bool("fallback_last_paragraph", False, "Use the last "
                     "paragraph of reports without FINDINGS/IMPRESSION.",
                     flag_values=fl)
+  flags.DEFINE_bool("official_section_rules", True, "Apply MIMIC-CXR's 54 "
+                    "per-study sectioning rules.", flag_values=fl)
   flags.DEFINE_bool("overwrite", False, "Discard previous output.",
                     flag_values=fl)
 
@@ -438,6 +450,7 @@ def _convert_from_flags(fl) -> dict:
       num_workers=fl.num_workers, examples_per_shard=fl.examples_per_shard,
       image_encoding=fl.image_encoding, exclude_ids=fl.exclude_ids,
       fallback_last_paragraph=fl.fallback_last_paragraph,
+      official_section_rules=fl.official_section_rules,
       overwrite=fl.overwrite)
 
 

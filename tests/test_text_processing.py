@@ -1,4 +1,8 @@
-"""Sections (official parser behaviour), sentence splitting, labeler, tokenizers."""
+"""Sentence splitting, labeler (CheXpert space), tokenizers.
+
+Sectioning is tested in test_sections.py, the labeler's certainty rules and
+its measurement on real reports in test_labeler.py.
+"""
 
 import csv
 import gzip
@@ -14,76 +18,6 @@ from data_prep import sections
 from data_prep import sentences
 from data_prep import tokenizer as tok_train
 from jointcxr.data import tokenizer as tok
-
-
-REPORT = (
-    "                                 FINAL REPORT\n"
-    " EXAMINATION:  CHEST (PA AND LAT)\n \n"
-    " INDICATION:  ___ year old woman with cough\n \n"
-    " COMPARISON:  ___\n \n"
-    " FINDINGS: \n \n Small left pleural effusion.  No pneumothorax.\n"
-    " Heart size is normal.\n \n"
-    " IMPRESSION: \n \n Small left pleural effusion.\n")
-
-
-def test_parse_standard_report():
-  texts, names, starts = sections.parse_sections(REPORT)
-  assert names == ["preamble", "examination", "indication", "comparison",
-                   "findings", "impression"]
-  for t, s in zip(texts, starts):
-    assert REPORT[s:s + len(t)] == t
-  r = sections.extract_sections(REPORT)
-  assert r.impression == "Small left pleural effusion."
-  assert r.findings.startswith("Small left pleural effusion. No pneumothorax.")
-  assert r.chosen == r.impression
-
-
-@pytest.mark.parametrize("header,expected", [
-    ("IMPRESSON", "impression"), ("CONCLUSION", "impression"),
-    ("FINDINGS AND IMPRESSION", "impression"),
-    ("FINDINGS/IMPRESSION", "impression"), ("FINDNGS", "findings"),
-    ("COMPARISION", "comparison"), ("CLINICAL HISTORY", "history"),
-    ("REASON FOR EXAMINATION", "indication"), ("WETREAD", "wet read"),
-    ("PA AND LATERAL CHEST", "findings"), ("PORTABLE AP CHEST", "findings"),
-    ("PRELIMINARY IMPRESSION", "impression"), ("FOO BAR", "foo bar")])
-def test_name_normalisation(header, expected):
-  assert sections.normalize_name(header) == expected
-
-
-def test_no_header_is_full_report_and_midline_header_ignored():
-  assert sections.parse_sections("no headers here")[1] == ["full report"]
-  text = "x\n FINDINGS: a NOTE: not a header\n IMPRESSION: b\n"
-  texts, names, _ = sections.parse_sections(text)
-  assert names == ["preamble", "findings", "impression"]
-  assert "NOTE: not a header" in texts[1]
-  # Two leading spaces or lower case: not a header.
-  assert sections.parse_sections("x\n  FINDINGS: a\n Impression: b")[1] == [
-      "full report"]
-
-
-def test_empty_sections_dropped_and_last_paragraph_rule():
-  text = ("x\n FINDINGS: \n \n FINDINGS: real text.\n IMPRESSION:\n \n"
-          " COMPARISON: ___\n")
-  _, names, _ = sections.parse_sections(text)
-  assert names.count("findings") == 1 and "impression" not in names
-  text = ("x\n EXAMINATION: chest\n \n COMPARISON: ___\n \n The lungs are "
-          "clear.\n No effusion.\n")
-  texts, names, _ = sections.parse_sections(text)
-  assert names[-1] == "last_paragraph"
-  r = sections.extract_sections(text)
-  assert r.last_paragraph == "The lungs are clear. No effusion."
-  assert r.chosen == r.last_paragraph
-
-
-def test_addendum_on_top_and_overrides():
-  text = (" FINAL REPORT\n ADDENDUM:\n \n Called ___.\n " + "_" * 78 + "\n"
-          + REPORT)
-  r = sections.extract_sections(text)
-  assert r.impression == "Small left pleural effusion."
-  r = sections.extract_sections(REPORT, "s5", {"s5": "comparison"})
-  assert r.impression == "___"
-  r = sections.extract_sections(REPORT, "s5", {"s5": (0, 10)})
-  assert r.impression == "" and r.findings == ""
 
 
 @pytest.mark.parametrize("text,expected", [
