@@ -82,5 +82,5 @@ def iter_reports(tgz_path: str, skipped: dict | None = None
 
 def read_r2gen_split(csv_path: str) -> dict[str, str]:
   """Report uid ("CXR1") -> R2Gen split ("train" / "val" / "test")."""
-  with open(csv_path, newline="") as f:
+  with open(csv_path, newline="", encoding="utf-8-sig") as f:
     return {row["uid"]: row["split"] for row in csv.DictReader(f)}

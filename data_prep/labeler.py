@@ -240,7 +240,7 @@ def format_table(table: Mapping[str, Mapping[str, float]]) -> str:
 
 def read_reports(path: str) -> list[str]:
   """Report texts of a header-less one-column CSV or one with a text column."""
-  with open(path, newline="", encoding="utf-8", errors="replace") as f:
+  with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
     rows = list(csv.reader(f))
   if not rows:
     return []
@@ -260,7 +260,7 @@ def read_labels(path: str) -> list[dict[str, float]]:
   """A labels CSV (ours, the CheXpert labeler's or MIMIC's) as dicts."""
   import gzip  # pylint: disable=g-import-not-at-top
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt", newline="") as f:
+  with opener(path, "rt", newline="", encoding="utf-8-sig") as f:
     rows = list(csv.DictReader(f))
   return [{k: (float(v) if v not in ("", None) else NAN) for k, v in r.items()
            if k in R.CHEXPERT or k in R.CHESTXRAY14} for r in rows]

@@ -118,7 +118,7 @@ def read_projections(path: str) -> dict[str, str]:
     ConversionError: unreadable file or missing columns.
   """
   try:
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
       reader = csv.DictReader(f)
       if not {"uid", "filename", "projection"} <= set(reader.fieldnames or
                                                        ()):

@@ -61,7 +61,7 @@ def read_sentences(path: str) -> Iterator[str]:
         yield s.decode("utf-8")
     return
   if path.endswith(".csv"):
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
       reader = csv.reader(f)
       header = [h.strip().lower() for h in next(reader, [])]
       col = next((header.index(k) for k in ("text", "reports", "report",

@@ -62,7 +62,7 @@ def build_items(input_dir: str, mimic_cxr_jpg_dir: str | None
   groups: dict[tuple[str, str], dict] = {}
   skips = []
   has_split = False
-  with open(found[-1], newline="", encoding="utf-8") as f:
+  with open(found[-1], newline="", encoding="utf-8-sig") as f:
     reader = csv.DictReader(f)
     missing = [c for c in _COLUMNS if c not in (reader.fieldnames or ())]
     if missing:

@@ -37,8 +37,8 @@ CLASSES = NIH_BOX_LABELS
 
 def _open(path: str) -> IO[str]:
   if path.endswith(".gz"):
-    return gzip.open(path, "rt", newline="", encoding="utf-8")
-  return open(path, newline="", encoding="utf-8")
+    return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
+  return open(path, newline="", encoding="utf-8-sig")
 
 
 def read_patients(input_dir: str) -> dict[str, str]:

@@ -73,7 +73,7 @@ def build_items(input_dir: str, split: str) -> tuple[list[dict], list]:
   if not os.path.exists(csv_path):
     raise writer.ConversionError(f"{csv_path}: file not found")
   items, skips = [], []
-  with open(csv_path, newline="", encoding="utf-8") as f:
+  with open(csv_path, newline="", encoding="utf-8-sig") as f:
     reader = csv.DictReader(f)
     fields = reader.fieldnames or []
     col = next((c for c in ("image_name", "image_path") if c in fields), None)

@@ -38,7 +38,7 @@ def build_items(input_dir: str) -> tuple[list[dict], list[writer.Skip]]:
     raise writer.ConversionError(f"{csv_path}: file not found")
   boxes: dict[str, list] = {}
   skips = []
-  with open(csv_path, newline="", encoding="utf-8") as f:
+  with open(csv_path, newline="", encoding="utf-8-sig") as f:
     reader = csv.DictReader(f)
     need = {"patientId", "x", "y", "width", "height", "Target"}
     if not need <= set(reader.fieldnames or ()):

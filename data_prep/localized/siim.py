@@ -46,7 +46,7 @@ def read_rles(csv_path: str, skips: list[writer.Skip]
   if not os.path.exists(csv_path):
     raise writer.ConversionError(f"{csv_path}: file not found")
   rles: dict[str, list[str]] = {}
-  with open(csv_path, newline="", encoding="utf-8") as f:
+  with open(csv_path, newline="", encoding="utf-8-sig") as f:
     reader = csv.reader(f)
     header = [h.strip() for h in next(reader, [])]
     if header[:2] != ["ImageId", "EncodedPixels"]:

@@ -12,6 +12,7 @@ downloaded.
 
 import dataclasses
 import os
+import re
 import unicodedata
 from typing import Sequence
 
@@ -111,36 +112,92 @@ class SentencePieceTokenizer(_Base):
 
 
 def _is_punct(ch: str) -> bool:
+  """BERT's punctuation: ASCII symbols and every Unicode P* character."""
   cp = ord(ch)
   if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
     return True
   return unicodedata.category(ch).startswith("P")
 
 
-class WordPieceTokenizer(_Base):
-  """BERT basic + WordPiece tokenisation from a local `vocab.txt`."""
+def _is_cjk(ch: str) -> bool:
+  """A CJK ideograph (the CJK Unified / Compatibility Ideographs blocks)."""
+  cp = ord(ch)
+  return any(a <= cp <= b for a, b in _CJK_RANGES)
 
-  def __init__(self, vocab_txt_path: str, lower_case: bool = True,
+
+_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF),
+               (0x2A700, 0x2B73F), (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF),
+               (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def _clean(text: str) -> str:
+  """NUL, U+FFFD and other (C*) characters dropped, whitespace -> " "."""
+  out = []
+  for ch in text:
+    if ch in "\t\n\r":
+      out.append(" ")
+    elif ch == "\ufffd" or unicodedata.category(ch).startswith("C"):
+      continue  # control before whitespace: "\x0b" and "\x85" are dropped
+    else:
+      out.append(" " if ch.isspace() else ch)
+  return "".join(out)
+
+
+def vocab_is_cased(vocab: Sequence[str]) -> bool:
+  """Whether a BERT vocabulary keeps case: an uncased one has no capitals.
+
+  Tokens in brackets ("[CLS]", "[unused0]") are ignored.
+  """
+  return any(t != t.lower() for t in vocab
+             if not (t.startswith("[") and t.endswith("]")))
+
+
+class WordPieceTokenizer(_Base):
+  """BERT basic + WordPiece tokenisation from a local `vocab.txt`.
+
+  The same ids as Hugging Face's BERT tokenizer (`BertTokenizerFast`, the
+  `tokenizers` library) with the same vocabulary, which
+  tests/test_wordpiece.py checks: text cleaned (NUL, U+FFFD and
+  control/format characters dropped, whitespace made a space), a space
+  around every CJK ideograph, and for an uncased vocabulary accents
+  stripped (NFD, combining marks dropped) and each character lower-cased
+  on its own (no final-sigma rule, like the Rust tokenizer); then split at
+  whitespace and around each punctuation character, then greedy
+  longest-match WordPiece with "##" continuations, `[UNK]` for a word with
+  an unknown piece or over `max_chars_per_word` characters. The five
+  special tokens written literally in the text are kept whole.
+
+  `lower_case=None` reads the casing from the vocabulary (`vocab_is_cased`):
+  Bio_ClinicalBERT's is cased, BERT-base-uncased's is not.
+  """
+
+  def __init__(self, vocab_txt_path: str, lower_case: bool | None = None,
                max_chars_per_word: int = 100):
     with open(vocab_txt_path, encoding="utf-8") as f:
-      self.vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+      # Trailing whitespace (a "\r" of a Windows file) is not part of a token.
+      tokens = [line.rstrip() for line in f]
+    self.vocab = {t: i for i, t in enumerate(tokens)}
     self.inv = {i: t for t, i in self.vocab.items()}
-    self.lower_case = lower_case
+    self.lower_case = (not vocab_is_cased(tokens) if lower_case is None else
+                       lower_case)
     self.max_chars = max_chars_per_word
-    need = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-    missing = [t for t in need if t not in self.vocab]
+    missing = [t for t in _SPECIALS if t not in self.vocab]
     if missing:
       raise ValueError(f"{vocab_txt_path}: vocab lacks {missing}")
-    self.vocab_size = len(self.vocab)
+    self.vocab_size = len(tokens)
     (self.pad_id, self.unk_id, self.cls_id, self.sep_id,
-     self.mask_id) = (self.vocab[t] for t in need)
+     self.mask_id) = (self.vocab[t] for t in _SPECIALS)
+    self._special = re.compile("(" + "|".join(re.escape(t) for t in
+                                              _SPECIALS) + ")")
 
   def _basic(self, text: str) -> list[str]:
-    text = "".join(" " if unicodedata.category(c) == "Cc" and c not in
-                   "\t\n\r" else c for c in text)
+    """Cleaning, CJK spacing, casing and accents, whitespace + punctuation."""
+    text = "".join(f" {c} " if _is_cjk(c) else c for c in _clean(text))
     if self.lower_case:
-      text = unicodedata.normalize("NFD", text.lower())
-      text = "".join(c for c in text if unicodedata.category(c) != "Mn")
+      text = "".join(c for c in unicodedata.normalize("NFD", text)
+                     if unicodedata.category(c) != "Mn")
+      text = "".join(c.lower() for c in text)
     out = []
     for word in text.split():
       cur = ""
@@ -157,6 +214,16 @@ class WordPieceTokenizer(_Base):
     return out
 
   def encode(self, text: str) -> list[int]:
+    """Token ids of a text, without [CLS] / [SEP]."""
+    ids = []
+    for i, part in enumerate(self._special.split(text)):
+      if i % 2:
+        ids.append(self.vocab[part])
+      else:
+        ids += self._encode_plain(part)
+    return ids
+
+  def _encode_plain(self, text: str) -> list[int]:
     ids = []
     for word in self._basic(text):
       if len(word) > self.max_chars:
