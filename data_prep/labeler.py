@@ -7,14 +7,17 @@ parser. Each mention gets a certainty (positive / probable / possible /
 negative); the label space maps it to a value:
 
 * `chexpert` (CheXpert's 14 observations): positive 1, probable and
-  possible -1 (uncertain), negative 0. "Stable cardiac silhouette" is
-  uncertain for Cardiomegaly and Enlarged Cardiomediastinum, and a
-  positive/uncertain "CHF"/"heart failure" also makes Cardiomegaly
-  uncertain, as the CheXpert labeler does.
+  possible -1 (uncertain), negative 0. "Stable cardiac silhouette" and a
+  hedged cause ("opacity may be due to overlying soft tissue") are
+  uncertain, and a positive/uncertain "CHF"/"heart failure" also makes
+  Cardiomegaly uncertain, as the CheXpert labeler does.
 * `chestxray14` (ChestX-ray14's 14 findings, mentions that name the
-  finding, not the anatomy): positive and probable ("probable pneumonia",
-  "consistent with", "atelectasis versus scarring") 1, possible ("may
-  represent", "cannot exclude", "differential includes") -1, negative 0.
+  finding, not the anatomy): positive ("consistent with pneumonia") 1,
+  probable ("probable pneumonia", "atelectasis versus scarring") -1,
+  possible ("may represent", "cannot exclude", "differential includes")
+  and negative 0. A finding raised only as a possibility is not labelled
+  positive: the convention of the Open-i expert gold, measured by
+  `labeler_eval` (README: "Report text as MIMIC users know it").
 
 Per report: several mentions aggregate as positive > uncertain > negative;
 CheXpert's "No Finding" is 1 iff nothing but Support Devices is positive or

@@ -9,15 +9,15 @@ The gold CSV is NegBio's Open-i gold standard layout: `filename` (`CXR<n>`,
 the report's `<uId>`) and one 1 / 0 column per ChestX-ray14 observation
 (plus `normal`). Each report's FINDINGS then IMPRESSION sentences are
 labelled in the ChestX-ray14 space; uncertain (-1) counts as positive and
-not mentioned as negative, as in the NegBio evaluation. Macro-F1 is over
+not mentioned as negative. Macro-F1 is over
 the labels with at least `--min_positives` gold positives.
 
 Two more tables measure the choices behind it: the same mentions with
 CheXpert's certainty values (a finding raised only as a possibility, "may
 represent", "cannot exclude", is uncertain -1 there and so counts as
-positive; ChestX-ray14's convention, the default, makes it 0), and the
-label-space mapping a CheXpert-only labeler would need: CheXpert-space
-labels of the same text mapped to ChestX-ray14 names
+positive; the chestxray14 space's own convention, the default, makes it
+0), and the label-space mapping a CheXpert-only labeler would need:
+CheXpert-space labels of the same text mapped to ChestX-ray14 names
 (`CHEXPERT_TO_CHESTXRAY14`), for the observations both spaces have.
 
 With `--output_dir`, `labeler_openi.json` and `labeler_openi.md` are written

@@ -202,7 +202,7 @@ def official_selection(text: str, study_id: str | None = None,
 
 
 def clean(text: str) -> str:
-  """Undoes the hard wrapping: whitespace collapsed, underscore rules removed."""
+  """Undoes hard wrapping: whitespace collapsed, underscore rules removed."""
   return " ".join(_UNDERSCORES.sub(" ", text).split())
 
 

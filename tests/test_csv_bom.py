@@ -9,7 +9,6 @@ read as plain UTF-8 it becomes part of the first column's name
 import csv
 import gzip
 import io
-import shutil
 
 import pytest
 
@@ -73,7 +72,8 @@ def test_mimic_missing_column_still_named(tmp_path):
   path = _write(tmp_path / "x.csv.gz", [["study_id"], ["5"]])
   with pytest.raises(writer.ConversionError,
                      match=r"missing columns \['subject_id'\]"):
-    mimic_cxr._read_csv(path, ["subject_id", "study_id"])  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    mimic_cxr._read_csv(path, ["subject_id", "study_id"])
 
 
 def test_mimic_exclusions(tmp_path):
@@ -132,4 +132,3 @@ def test_bom_in_report_csv_cli(tmp_path):
   assert labeler.main(["x", f"--input={inp}", f"--output={out}"]) == 0
   rows = list(csv.DictReader(open(out, encoding="utf-8")))
   assert rows[0]["Reports"] == "Mild cardiomegaly."
-  shutil.rmtree(tmp_path)
