@@ -87,7 +87,7 @@ _NORMAL = (r"(?:normal(?! (?:for|except))|unremarkable|negative|absent|"
            r"(?:of )?|range of )?normal|"
            r"not (?:\w+ly |well[- ])?(?:seen|visualized|identified|present|"
            r"evident|appreciated|demonstrated|visible|detected|enlarged|"
-           r"large|increased)|"
+           r"large|increased|widened|dilated|displaced|found|noted)|"
            r"no longer (?:seen|visible|present|evident|identified)|"
            r"of normal size|normal in size)")
 POST_NEGATION = [_COPULA + _NORMAL]

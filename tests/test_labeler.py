@@ -43,6 +43,7 @@ def _certainty(sentence: str, word: str) -> str:
     ("The previously noted nodule is not well-seen today.", "nodule",
      negex.NEGATIVE),
     ("No visualized pneumothorax.", "pneumothorax", negex.NEGATIVE),
+    ("The mediastinum is not widened.", "mediastinum", negex.NEGATIVE),
     # ... but not into a new finding or a new clause.
     ("No pneumothorax, mild cardiomegaly.", "cardiomegaly", negex.POSITIVE),
     ("Cardiomegaly, lungs are normal.", "cardiomegaly", negex.POSITIVE),
