@@ -16,8 +16,9 @@ reduced scale (PIL `draft`, see bench/data_prep.py) and resized so the
 field of view are kept, so the pipeline can still pad to a square as LoVT
 does, or crop), stored as 8-bit grayscale JPEG q95 (PNG with
 --image_encoding=png; bench/data_prep.py has the measurements behind the
-default); the FINDINGS and IMPRESSION sections (the official parser's
-behaviour, `data_prep.sections`), their sentences (findings first), and the
+default); the FINDINGS and IMPRESSION sections (the official section files'
+selection, `data_prep.sections`, with the dataset's 54 per-study rules
+unless --noofficial_section_rules), their sentences (findings first), and the
 CheXpert and NegBio labels with positive (1) / negative (0) / uncertain (-1)
 / missing (NaN) kept distinct.
 

@@ -194,6 +194,16 @@ def test_encode_study_report_rules(tmp_path):
       tmp_path / "absent.txt"))).reason == "missing_report"
 
 
+def test_encode_study_applies_the_per_study_section_rules(tmp_path):
+  report = b" FINDINGS: Heart is normal. Lungs clear.\n"
+  # s58235663 is one of the 8 official reports with no findings at all.
+  item = _study_item(tmp_path, report, id="s58235663")
+  assert _encode(item).reason == "empty_findings_impression"
+  ex, _ = _encode(_study_item(tmp_path, report, id="s58235663",
+                              official_section_rules=False))
+  assert ex["findings"] == "Heart is normal. Lungs clear."
+
+
 # --- the bad-input corpus -------------------------------------------------
 
 
