@@ -20,13 +20,17 @@ positive; the chestxray14 space's own convention, the default, makes it
 CheXpert-space labels of the same text mapped to ChestX-ray14 names
 (`CHEXPERT_TO_CHESTXRAY14`), for the observations both spaces have.
 
+`--cues` adds a table of the certainty rules: for each rule that decided
+a ChestX-ray14 mention, how many of its mentions are of a finding the gold
+marks positive in that report.
+
 With `--output_dir`, `labeler_openi.json` and `labeler_openi.md` are written
 there (numbers only, never report text).
 """
 
+import collections
 import csv
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -177,6 +181,32 @@ def evaluate(reports: Mapping[str, iu_xml.IUReport],
           "macro_f1_chexpert_mapped": macro_f1(t_mapped, min_positives)}
 
 
+def cue_table(reports: Mapping[str, iu_xml.IUReport],
+              gold: Mapping[str, Mapping[str, int]]
+              ) -> dict[str, tuple[int, int]]:
+  """Certainty rule -> (mentions, of them in a gold-positive report).
+
+  The rule is `negex.Decision.rule` ("" = no cue: positive), over every
+  ChestX-ray14 mention in the gold's reports.
+  """
+  out: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+  for uid, labels in gold.items():
+    for sentence in report_sentences(reports[uid]):
+      for m in labeler.mentions(sentence, "chestxray14"):
+        out[m.decision.rule or "(none)"][0] += 1
+        out[m.decision.rule or "(none)"][1] += labels[m.label]
+  return {k: tuple(v) for k, v in sorted(out.items())}
+
+
+def format_cues(table: Mapping[str, tuple[int, int]]) -> str:
+  """Markdown table of `cue_table`'s result."""
+  lines = ["| certainty rule | mentions | of a gold-positive finding |",
+           "|---|---|---|"]
+  lines += [f"| {rule} | {n} | {p} ({p / n:.0%}) |"
+            for rule, (n, p) in table.items()]
+  return "\n".join(lines)
+
+
 def _row(name: str, c: Counts, min_positives: int) -> str:
   def f(x):
     return "—" if math.isnan(x) else f"{x:.3f}"
@@ -212,8 +242,12 @@ def to_json(result: Mapping) -> dict:
     return {n: {"precision": c.precision, "recall": c.recall, "f1": c.f1,
                 "positives": c.tp + c.fn, "tp": c.tp, "fp": c.fp,
                 "fn": c.fn} for n, c in t.items()}
-  return {k: table(v) if isinstance(v, dict) else v
-          for k, v in result.items()}
+  out = {k: table(v) if isinstance(v, dict) and k != "cues" else v
+         for k, v in result.items()}
+  if "cues" in result:
+    out["cues"] = {r: {"mentions": n, "gold_positive": p}
+                   for r, (n, p) in result["cues"].items()}
+  return out
 
 
 def load_reports(path: str) -> dict[str, iu_xml.IUReport]:
@@ -242,6 +276,8 @@ def main(argv: Sequence[str]) -> int:
                        "this many gold positives.", flag_values=fl)
   flags.DEFINE_string("output_dir", None, "Write labeler_openi.{json,md} "
                       "here.", flag_values=fl)
+  flags.DEFINE_bool("cues", False, "Also tabulate the certainty rules.",
+                    flag_values=fl)
   try:
     fl(argv)
   except flags.Error as e:
@@ -251,12 +287,15 @@ def main(argv: Sequence[str]) -> int:
     print("error: --reports_tgz and --gold_csv are required", file=sys.stderr)
     return 2
   try:
-    result = evaluate(load_reports(fl.reports_tgz), read_gold(fl.gold_csv),
-                      fl.min_positives)
+    reports, gold = load_reports(fl.reports_tgz), read_gold(fl.gold_csv)
+    result = evaluate(reports, gold, fl.min_positives)
   except EvalError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   md = format_markdown(result)
+  if fl.cues:
+    result["cues"] = cue_table(reports, gold)
+    md += "\n\n" + format_cues(result["cues"])
   print(md)
   if fl.output_dir:
     from bench import report  # pylint: disable=g-import-not-at-top

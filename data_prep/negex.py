@@ -13,14 +13,17 @@ change its certainty when the mention lies in the trigger's scope. Here:
   contour, and pulmonary vascularity are normal"). A negation before the
   mention also stops at a finite verb in between ("no effusion is seen and
   there is ...").
-* Decision order, first match wins: possibility cues that look like a
-  negation ("cannot exclude", "not excluded") -> possible; negation ->
-  negative; possibility ("may represent", "question of") -> possible;
-  probability ("probable", "likely", "consistent with") -> probable; else
-  positive.
+* Decision order, first match wins: possibility cues containing a
+  negation word ("cannot exclude", "not excluded") -> possible; negation
+  -> negative; possibility ("may represent", "question of", or a
+  sentence-wide "in the appropriate clinical setting") -> possible;
+  probability ("probable", "likely", "X versus Y") -> probable; an
+  asserted reading ("consistent with") or a hedged cause after the mention
+  ("consolidation may represent atelectasis") -> positive under a rule of
+  its own; else positive.
 
 The cue tables are in `negex_cues.py`; `classify` returns which cue
-decided, so cue tables can be measured (`labeler_eval --cues`).
+decided, so each table can be measured (`labeler_eval --cues`).
 """
 
 import dataclasses

@@ -187,6 +187,11 @@ def test_eval_cli_writes_tables_and_refuses_bad_gold(tmp_path):
   assert data["chestxray14"]["Cardiomegaly"]["f1"] == 1.0
   assert "| Cardiomegaly | 1.000 |" in (tmp_path / "out" /
                                         "labeler_openi.md").read_text()
+  res = subprocess.run(cmd + ["--cues"], capture_output=True, text=True,
+                       check=False)
+  assert "| (none) | 1 | 1 (100%) |" in res.stdout
+  data = json.loads((tmp_path / "out" / "labeler_openi.json").read_text())
+  assert data["cues"]["(none)"] == {"mentions": 1, "gold_positive": 1}
   bad = tmp_path / "bad.csv"
   bad.write_text((tmp_path / "g.csv").read_text().replace(",1,", ",yes,"))
   res = subprocess.run(cmd[:4] + [f"--gold_csv={bad}"], capture_output=True,
