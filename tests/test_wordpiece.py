@@ -123,3 +123,8 @@ def test_casing_read_from_the_vocabulary(tmp_path):
   assert not t.lower_case and t.encode("Heart hearts") == [6, 5, 7]
   assert tok.WordPieceTokenizer(str(p), lower_case=True).encode(
       "Heart") == [5]
+  # A Hugging Face model directory's tokenizer_config.json decides.
+  (tmp_path / "tokenizer_config.json").write_text('{"do_lower_case": true}')
+  assert tok.load_tokenizer(str(p)).lower_case
+  (tmp_path / "tokenizer_config.json").write_text("not json")
+  assert not tok.load_tokenizer(str(p)).lower_case

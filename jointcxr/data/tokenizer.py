@@ -11,6 +11,7 @@ downloaded.
 """
 
 import dataclasses
+import json
 import os
 import re
 import unicodedata
@@ -153,6 +154,17 @@ def vocab_is_cased(vocab: Sequence[str]) -> bool:
              if not (t.startswith("[") and t.endswith("]")))
 
 
+def _config_lower_case(vocab_txt_path: str) -> bool | None:
+  """`do_lower_case` of a tokenizer_config.json beside vocab.txt, if any."""
+  path = os.path.join(os.path.dirname(vocab_txt_path), "tokenizer_config.json")
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f).get("do_lower_case")
+  except (OSError, ValueError, AttributeError):
+    return None
+  return value if isinstance(value, bool) else None
+
+
 class WordPieceTokenizer(_Base):
   """BERT basic + WordPiece tokenisation from a local `vocab.txt`.
 
@@ -168,8 +180,11 @@ class WordPieceTokenizer(_Base):
   an unknown piece or over `max_chars_per_word` characters. The five
   special tokens written literally in the text are kept whole.
 
-  `lower_case=None` reads the casing from the vocabulary (`vocab_is_cased`):
-  Bio_ClinicalBERT's is cased, BERT-base-uncased's is not.
+  `lower_case=None` takes `do_lower_case` from a Hugging Face
+  `tokenizer_config.json` beside the vocabulary when there is one (so a
+  downloaded model directory tokenises as Hugging Face loads it), else
+  reads the casing from the vocabulary itself (`vocab_is_cased`):
+  Bio_ClinicalBERT's vocabulary is cased, BERT-base-uncased's is not.
   """
 
   def __init__(self, vocab_txt_path: str, lower_case: bool | None = None,
@@ -179,6 +194,8 @@ class WordPieceTokenizer(_Base):
       tokens = [line.rstrip() for line in f]
     self.vocab = {t: i for i, t in enumerate(tokens)}
     self.inv = {i: t for t, i in self.vocab.items()}
+    if lower_case is None:
+      lower_case = _config_lower_case(vocab_txt_path)
     self.lower_case = (not vocab_is_cased(tokens) if lower_case is None else
                        lower_case)
     self.max_chars = max_chars_per_word
