@@ -62,16 +62,20 @@ def evaluate(config, workdir: str) -> dict:
   limit = config.limit or None
   logging.info("embedding %s/%s", data_dir, config.split)
   emb = common.embed_split(loaded, data_dir, config.split,
-                           batch_size=config.batch_size, limit=limit)
+                           batch_size=config.batch_size, limit=limit,
+                           text_mode=config.text_mode)
   out = retrieval.metrics(emb, pool_size=config.pool_size)
   y_test = classification.binary_labels(emb.labels, emb.labels_present,
                                         config.uncertain)
   if config.probe:
     plimit = config.probe_limit or None
+    # The probe reads image features only: the cheapest text mode.
     tr = common.embed_split(loaded, data_dir, config.probe_train_split,
-                            batch_size=config.batch_size, limit=plimit)
+                            batch_size=config.batch_size, limit=plimit,
+                            text_mode="report")
     va = common.embed_split(loaded, data_dir, config.probe_val_split,
-                            batch_size=config.batch_size, limit=plimit)
+                            batch_size=config.batch_size, limit=plimit,
+                            text_mode="report")
     b = lambda e: classification.binary_labels(e.labels, e.labels_present,
                                                config.uncertain)
     out.update(classification.linear_probe(

@@ -19,6 +19,10 @@ def get_config(arg: str | None = None):
   c.split = "test"
   c.batch_size = 64
   c.limit = 0                 # 0: the whole split
+  # How reports are embedded: "auto" = as in training ("sentence_mean" for
+  # one-sentence training, ConVIRT/CLIP*; else "report"); see
+  # jointcxr.evaluators.common.resolve_text_mode.
+  c.text_mode = "auto"
   c.pool_size = 1000          # JoImTeRNet's 1k pools
   c.probe = True
   c.probe_train_split = "train"

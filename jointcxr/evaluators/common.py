@@ -100,10 +100,93 @@ def _encoders(model):
   return jax.jit(enc_img), jax.jit(enc_txt)
 
 
+TEXT_MODES = ("auto", "report", "sentence_mean")
+
+
+def resolve_text_mode(config: mlc.ConfigDict, mode: str = "auto") -> str:
+  """How to embed a report at evaluation, consistent with training.
+
+  "report" embeds the whole report at once (what a model trained on whole
+  reports, with or without sentence swaps, saw); "sentence_mean" embeds
+  every sentence alone and averages the L2-normalised embeddings (what a
+  model trained on one random sentence per report, ConVIRT / CLIP*, saw:
+  a whole report would be out of its training distribution). "auto" picks
+  by the training config's `input.text_aug`.
+  """
+  if mode not in TEXT_MODES:
+    raise ValueError(f"unknown text mode {mode!r}; expected one of "
+                     f"{TEXT_MODES}")
+  if mode != "auto":
+    return mode
+  one = config.get("input", {}).get("text_aug", "none") == "one_sentence"
+  return "sentence_mean" if one else "report"
+
+
+def split_sentences(tokens: np.ndarray, sentence_ids: np.ndarray,
+                    tokenizer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Each sentence of each encoded report as a one-sentence report.
+
+  Args:
+    tokens: [B, T] ids of `[CLS] s1 ... sk [SEP]` rows.
+    sentence_ids: [B, T] sentence index per token (-1 outside).
+    tokenizer: the model's tokenizer (cls / sep / pad ids).
+
+  Returns:
+    (tokens [M, T], sentence_ids [M, T], owner [M] row index in the input)
+    for the M sentences; a report without sentences keeps one row (its
+    `[CLS] [SEP]`) so every report gets an embedding.
+  """
+  b, t = tokens.shape
+  rows, sids, owner = [], [], []
+  for i in range(b):
+    ks = sorted(set(int(k) for k in sentence_ids[i] if k >= 0)) or [None]
+    for k in ks:
+      body = tokens[i][sentence_ids[i] == k] if k is not None else []
+      ids = [tokenizer.cls_id, *body, tokenizer.sep_id]
+      row = np.full(t, tokenizer.pad_id, np.int32)
+      row[:len(ids)] = ids
+      sid = np.full(t, -1, np.int32)
+      sid[1:len(ids) - 1] = 0
+      rows.append(row)
+      sids.append(sid)
+      owner.append(i)
+  return np.stack(rows), np.stack(sids), np.asarray(owner)
+
+
+def _sentence_mean(enc_txt, variables, put, batch: dict, tokenizer
+                   ) -> np.ndarray:
+  """Mean of the L2-normalised one-sentence embeddings of each report.
+
+  Sentences go through the text encoder in chunks of the batch's own size
+  (the last one padded), so the jitted encoder keeps one shape.
+  """
+  n = len(batch["tokens"])
+  st, ss, owner = split_sentences(np.asarray(batch["tokens"]),
+                                  np.asarray(batch["sentence_ids"]),
+                                  tokenizer)
+  m = len(st)
+  pad = -m % n
+  st = np.concatenate([st, np.repeat(st[:1], pad, 0)])
+  ss = np.concatenate([ss, np.repeat(ss[:1], pad, 0)])
+  z = np.concatenate([np.asarray(enc_txt(
+      variables, put(st[j:j + n]), put(st[j:j + n] != tokenizer.pad_id),
+      put(ss[j:j + n]))) for j in range(0, len(st), n)])[:m]
+  z = z / np.maximum(np.linalg.norm(z, axis=-1, keepdims=True), 1e-12)
+  out = np.zeros((n, z.shape[-1]), np.float32)
+  np.add.at(out, owner, z)
+  return out
+
+
 def embed_split(loaded: Loaded, data_dir: str, split: str, *,
                 batch_size: int = 64, limit: int | None = None,
-                image_size: int | None = None) -> Embeddings:
-  """Embeds a split (all processes; results gathered on every host)."""
+                image_size: int | None = None,
+                text_mode: str = "auto") -> Embeddings:
+  """Embeds a split (all processes; results gathered on every host).
+
+  `text_mode`: see `resolve_text_mode` ("auto" follows the training
+  config).
+  """
+  text_mode = resolve_text_mode(loaded.config, text_mode)
   cfg = loaded.config.input
   gen, n = pipeline.eval_batches(
       data_dir, split=split, global_batch_size=batch_size * jax.process_count(),
@@ -123,8 +206,11 @@ def embed_split(loaded: Loaded, data_dir: str, split: str, *,
   with jax.set_mesh(local_mesh):
     for b in gen:
       zi, feat = enc_img(variables, put(b["image"]))
-      zt = enc_txt(variables, put(b["tokens"]), put(b["text_mask"]),
-                   put(b["sentence_ids"]))
+      if text_mode == "sentence_mean":
+        zt = _sentence_mean(enc_txt, variables, put, b, loaded.tokenizer)
+      else:
+        zt = enc_txt(variables, put(b["tokens"]), put(b["text_mask"]),
+                     put(b["sentence_ids"]))
       m = b["mask"]
       for key, val in (("img", zi), ("txt", zt), ("feat", feat),
                        ("labels", b["labels"]),
