@@ -7,13 +7,16 @@ Heatmaps come from what the model has:
   phrase's words;
 - global-only models (ConVIRT, CLIP): cosine similarity between the global
   report embedding and every region projected by the global image head (the
-  BioViL-style similarity map).
+  BioViL-style similarity map); with an attention pool (CLIP, SigLIP) each
+  region first goes through the pool's value and output projections, as
+  it does inside the pooled vector.
 Maps are scored against MS-CXR-style boxes with the pointing game at
 region resolution (the centre of the maximal region,
 `localized_metrics.grid_pointing_game`), and upsampled to the image for
 CNR and IoU (`localized_metrics`).
 """
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +32,19 @@ def _encode_phrases(loaded, phrases):
   ids = jnp.asarray(np.stack([e.ids for e in enc]))
   sids = jnp.asarray(np.stack([e.sentence_ids for e in enc]))
   return ids, ids != loaded.tokenizer.pad_id, sids
+
+
+def _pool_units(pool_params: dict, units: jax.Array) -> jax.Array:
+  """Each unit as the attention pool outputs it: out(value(unit)).
+
+  The pooled vector is out(sum_n w_n value(r_n)) with weights summing to 1
+  in each head, so out(value(r_n)) is region n's vector in the space the
+  global head was trained on (an image of one region pools to it).
+  """
+  p = nn.meta.unbox(pool_params)
+  dense = lambda q, x: x @ q["kernel"].astype(x.dtype) + q["bias"].astype(
+      x.dtype)
+  return dense(p["out"], dense(p["value"], units))
 
 
 def region_maps(loaded, images: np.ndarray, phrases: list[str]
@@ -54,8 +70,10 @@ def region_maps(loaded, images: np.ndarray, phrases: list[str]
     else:
       regions = out["img_tower"]["regions"]
       b, h, ww, c = regions.shape
-      proj = model.apply(v, regions.reshape(b, h * ww, c),
-                         method=lambda m, r: m.img_proj_global(r))
+      units = regions.reshape(b, h * ww, c)
+      if "img_pool" in v["params"]:
+        units = _pool_units(v["params"]["img_pool"], units)
+      proj = model.apply(v, units, method=lambda m, r: m.img_proj_global(r))
       z = proj / jnp.linalg.norm(proj, axis=-1, keepdims=True)
       t = out["txt_global"] / jnp.linalg.norm(out["txt_global"], axis=-1,
                                               keepdims=True)
