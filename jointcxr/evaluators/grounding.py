@@ -47,15 +47,23 @@ def _pool_units(pool_params: dict, units: jax.Array) -> jax.Array:
   return dense(p["out"], dense(p["value"], units))
 
 
-def region_maps(loaded, images: np.ndarray, phrases: list[str]
-                ) -> np.ndarray:
-  """[N, h, w] region-level heatmaps (higher = more relevant)."""
-  model, v = loaded.model, loaded.variables
-  ids, mask, sids = _encode_phrases(loaded, phrases)
-  x = jnp.asarray(images, jnp.float32)
+_MAPS_FNS: dict[int, tuple] = {}  # id(model) -> (model, jitted fn)
+
+
+def _maps_fn(model):
+  """The jitted map function of a model (variables are an argument).
+
+  Cached per model object (kept alive by the cache, so its id stays
+  unique), so every batch of an evaluation reuses one compilation instead
+  of tracing a new closure, and the weights are not baked into the program
+  as constants.
+  """
+  hit = _MAPS_FNS.get(id(model))
+  if hit is not None and hit[0] is model:
+    return hit[1]
   method = model.method
 
-  def fn(x, ids, mask, sids):
+  def fn(v, x, ids, mask, sids):
     batch = {"image": x, "tokens": ids, "text_mask": mask,
              "sentence_ids": sids}
     out = model.apply(v, batch, train=False)
@@ -78,12 +86,25 @@ def region_maps(loaded, images: np.ndarray, phrases: list[str]
       t = out["txt_global"] / jnp.linalg.norm(out["txt_global"], axis=-1,
                                               keepdims=True)
       att = jnp.einsum("bnd,bd->bn", z, t)
-    return att.reshape(att.shape[0], *grid)
+    return att.reshape(att.shape[0], *grid)  # row-major region order
 
-  return np.asarray(jax.jit(fn)(x, ids, mask, sids))
+  if len(_MAPS_FNS) >= 8:
+    _MAPS_FNS.clear()
+  _MAPS_FNS[id(model)] = (model, jax.jit(fn))
+  return _MAPS_FNS[id(model)][1]
+
+
+def region_maps(loaded, images: np.ndarray, phrases: list[str]
+                ) -> np.ndarray:
+  """[N, h, w] region-level heatmaps (higher = more relevant)."""
+  ids, mask, sids = _encode_phrases(loaded, phrases)
+  x = jnp.asarray(images, jnp.float32)
+  return np.asarray(_maps_fn(loaded.model)(loaded.variables, x, ids, mask,
+                                           sids))
 
 
 def upsample(maps: np.ndarray, size: int) -> np.ndarray:
+  """[N, h, w] -> [N, size, size] (bilinear, half-pixel centres)."""
   return np.asarray(jax.image.resize(jnp.asarray(maps), (maps.shape[0],
                                                          size, size),
                                      "bilinear"))
