@@ -71,6 +71,29 @@ def test_grounding_metrics():
   assert mask.sum() == 2 * 4 and mask[2, 2] and not mask[4, 2]
 
 
+def test_grounding_metric_values_hand_computed():
+  h = np.zeros((4, 4))
+  h[0, 0], h[0, 1] = 4.0, 2.0
+  m = np.zeros((4, 4), bool)
+  m[:2, :2] = True
+  # Inside (4, 2, 0, 0): mean 1.5, var 2.75; outside all 0.
+  assert lm.cnr(h, m) == pytest.approx(1.5 / np.sqrt(2.75))
+  assert lm.cnr(np.ones((4, 4)), m) == 0.0       # no contrast, no noise
+  # Min-max scaled (1, .5, 0 ...); above its mean 0.09375: 2 of 4 pixels.
+  assert lm.heatmap_iou(h, m) == pytest.approx(0.5)
+  # 0.95-quantile of 14 zeros, .5, 1 is .625: only the maximum is kept.
+  assert lm.heatmap_iou(h, m, quantile=0.95) == pytest.approx(0.25)
+  assert lm.heatmap_iou(h, np.zeros((4, 4), bool)) == 0.0
+  # The argmax is looked up at (row 0, col 3), not transposed.
+  g = np.zeros((4, 4))
+  g[0, 3] = 1.0
+  assert lm.pointing_game(g, m) == 0.0
+  corner = np.zeros((4, 4), bool)
+  corner[0, 3] = True
+  assert lm.pointing_game(g, corner) == 1.0
+  assert lm.pointing_game(g.T, corner) == 0.0
+
+
 def test_mean_std_ci():
   out = lm.mean_std_ci([1.0, 2.0, 3.0, 4.0, 5.0])
   assert out["mean"] == 3.0
