@@ -97,7 +97,8 @@ def _compiled(task: Task, tower: nn.Module, mode: str, mean: float,
 
   def step_fn(p, bs, o, lr, x, t, tune):
     # Before the encoder is tuned its gradient is zero (stop_gradient), so
-    # Adam's moments stay zero and the tower does not move.
+    # Adam's moments stay zero and the tower does not move; `train_probe`
+    # resets its state when tuning starts.
     (l, new_bs), g = jax.value_and_grad(loss, has_aux=True)(p, bs, x, t,
                                                            tune)
     head_tx, enc_tx = make_tx(lr)
@@ -120,8 +121,15 @@ def train_probe(task: Task, tower: nn.Module, tower_vars: dict, *, lr: float,
                 seed: int, mode: str, epochs: int, batch_size: int,
                 warmup_frozen_steps: int = 100, patience: int = 10,
                 eval_every_epochs: int = 1, mean: float = 0.5,
-                std: float = 0.5) -> tuple[float, float, Callable]:
-  """Trains one probe; returns (best val metric, its test metric, predict)."""
+                std: float = 0.5,
+                on_step: Callable[[int, dict, dict], None] | None = None
+                ) -> tuple[float, float, Callable]:
+  """Trains one probe; returns (best val metric, its test metric, predict).
+
+  `on_step(step, params, batch_stats)`, if given, sees the variables after
+  every optimizer step (`params["tower"]` is the encoder), for tests and
+  debugging.
+  """
   c = _compiled(task, tower, mode, mean, std)
   probe, norm = c["probe"], c["norm"]
   rng = jax.random.PRNGKey(seed)
@@ -152,8 +160,17 @@ def train_probe(task: Task, tower: nn.Module, tower_vars: dict, *, lr: float,
       x = x[:, :, ::-1] if flip else x
       t = task.targets_fn(task.train_y, idx, flip)
       tune = mode == "finetune" and n_steps >= warmup_frozen_steps
+      if tune and n_steps == warmup_frozen_steps:
+        # The encoder's Adam starts here, as in PyTorch where frozen
+        # parameters (no gradient) are skipped by the optimizer: moments
+        # and step count kept through the frozen steps would bias-correct
+        # the first real gradients by the wrong count (0.64 lr after 2
+        # frozen steps, up to ~2x lr after 100).
+        opt_state["tower"] = enc_tx.init(params["tower"])
       params, stats, opt_state, _ = c["step"](params, stats, opt_state, lr,
                                               norm(x), t, bool(tune))
+      if on_step is not None:
+        on_step(n_steps, params, stats)
       n_steps += 1
     if (epoch + 1) % eval_every_epochs and epoch + 1 != epochs:
       continue
