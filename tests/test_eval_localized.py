@@ -1,7 +1,7 @@
 """eval_localized's probe paths on a planted localized set.
 
 The set is written by the real converter machinery
-(`data_prep.localized.common.convert`): dark noisy 64 px images, five in
+(`data_prep.localized.common.convert`): grey noisy 64 px images, five in
 six with one bright 12 px square whose box (and so its mask) is the
 finding. An "oracle" encoder whose features are the image itself makes
 the finding learnable by a linear probe, so a working pipeline reaches a
@@ -59,7 +59,9 @@ def planted(tmp_path_factory) -> tuple[str, dict]:
   rng = np.random.default_rng(0)
   items = []
   for k in range(N):
-    img = rng.integers(0, 60, (SIZE, SIZE)).astype(np.uint8)
+    # Background straddles the normalised zero, so a fresh linear head
+    # (zero bias) does not already threshold it right: it has to learn.
+    img = rng.integers(90, 150, (SIZE, SIZE)).astype(np.uint8)
     boxes = []
     if k % 6:
       y, x = (int(v) for v in rng.integers(0, SIZE - SIDE, 2))
@@ -158,6 +160,34 @@ def _record_tower(monkeypatch) -> list:
 
   monkeypatch.setattr(probes, "train_probe", spy)
   return runs
+
+
+def test_run_protocol_reuses_the_grid_run_as_seed_0(planted, monkeypatch):
+  data_dir, _ = planted
+  runs = _record_tower(monkeypatch)
+  results = []
+  real = probes.train_probe
+
+  def keep(*a, **kw):
+    results.append((kw["lr"], kw["seed"], real(*a, **kw)))
+    return results[-1][2]
+
+  monkeypatch.setattr(probes, "train_probe", keep)
+  split = lambda s: loc_data.load_split(data_dir, s, SIZE)
+  task = eval_localized.make_task(
+      "linear", split("train"), split("validation"), split("test"),
+      _config(data_dir))
+  tower, tv = _oracle()
+  res = probes.run_protocol(task, tower, tv, lr_grid=(1e-4, 0.1), seeds=3,
+                            mode="frozen", epochs=3, batch_size=16)
+  assert [(lr, seed) for lr, seed, _ in results] == [
+      (1e-4, 0), (0.1, 0), (0.1, 1), (0.1, 2)]
+  assert len(runs) == 4
+  assert res["best_lr"] == 0.1
+  assert res["runs"] == [r[1] for _, _, r in results[1:]]
+  assert res["mean"] == pytest.approx(np.mean(res["runs"]))
+  assert res["std"] == pytest.approx(np.std(res["runs"]))
+  assert res["ci95_low"] <= res["mean"] <= res["ci95_high"]
 
 
 def _moved(a, b) -> float:

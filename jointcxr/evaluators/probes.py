@@ -193,20 +193,27 @@ def run_protocol(task: Task, tower: nn.Module, tower_vars: dict, *,
                  batch_size: int, warmup_frozen_steps: int = 100,
                  patience: int = 10, mean: float = 0.5, std: float = 0.5
                  ) -> dict:
-  """LR on validation (one run each), then `seeds` runs: mean/std/CI."""
+  """LR on validation (one run each), then `seeds` runs: mean/std/CI.
+
+  The runs use seeds 0 .. seeds-1 at the chosen rate; the grid's seed-0 run
+  at that rate counts as the first.
+  """
   kw = dict(mode=mode, epochs=epochs, batch_size=batch_size,
             warmup_frozen_steps=warmup_frozen_steps, patience=patience,
             mean=mean, std=std)
-  val_by_lr = {}
-  for lr in lr_grid:
-    val_by_lr[lr] = train_probe(task, tower, tower_vars, lr=lr, seed=0,
-                                **kw)[0]
-  best_lr = max(val_by_lr, key=lambda k: (-1e9 if math.isnan(val_by_lr[k])
-                                          else val_by_lr[k]))
+  grid = {lr: train_probe(task, tower, tower_vars, lr=lr, seed=0, **kw)
+          for lr in lr_grid}
+  best_lr = max(grid, key=lambda k: (-1e9 if math.isnan(grid[k][0])
+                                     else grid[k][0]))
+  # Seed 0 at the best rate is the grid's run itself (same seed, same
+  # data order): reused, not trained again.
+  first = grid.pop(best_lr)
+  del grid
   tests = []
   predict = None
   for s in range(seeds):
-    _, t, pr = train_probe(task, tower, tower_vars, lr=best_lr, seed=s, **kw)
+    _, t, pr = first if s == 0 else train_probe(
+        task, tower, tower_vars, lr=best_lr, seed=s, **kw)
     tests.append(t)
     predict = predict or pr
   stats = localized_metrics.mean_std_ci(tests)
