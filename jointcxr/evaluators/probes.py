@@ -117,6 +117,22 @@ def _compiled(task: Task, tower: nn.Module, mode: str, mean: float,
   return cache[key]
 
 
+def _init_head(head: nn.Module, tower: nn.Module, tower_vars: dict,
+               x: jax.Array, seed: int) -> dict:
+  """A new head's variables for the tower's feature shapes.
+
+  Only the head is initialised: initialising the whole probe sampled a
+  random tower just to throw it away (on CPU its samplers' compilation
+  cost more than a tiny probe's training).
+  """
+  shapes = jax.eval_shape(lambda v, x: tower.apply(v, x, train=False),
+                          tower_vars, x)
+  feats = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                 shapes)
+  return nn.meta.unbox(head.init(jax.random.PRNGKey(seed), feats,
+                                 x.shape[1:3], train=False))
+
+
 def train_probe(task: Task, tower: nn.Module, tower_vars: dict, *, lr: float,
                 seed: int, mode: str, epochs: int, batch_size: int,
                 warmup_frozen_steps: int = 100, patience: int = 10,
@@ -131,14 +147,14 @@ def train_probe(task: Task, tower: nn.Module, tower_vars: dict, *, lr: float,
   debugging.
   """
   c = _compiled(task, tower, mode, mean, std)
-  probe, norm = c["probe"], c["norm"]
-  rng = jax.random.PRNGKey(seed)
-  variables = nn.meta.unbox(probe.init(rng, norm(task.train_x[:1]),
-                                       train=False, tune_encoder=False))
-  # The pretrained (or baseline) tower replaces the random one.
-  params = {"head": variables["params"]["head"],
-            "tower": tower_vars["params"]}
-  stats = dict(variables.get("batch_stats", {}))
+  norm = c["norm"]
+  head_vars = _init_head(task.head, tower, tower_vars,
+                         norm(task.train_x[:1]), seed)
+  # The pretrained (or baseline) tower with a new head.
+  params = {"head": head_vars["params"], "tower": tower_vars["params"]}
+  stats = {}
+  if "batch_stats" in head_vars:
+    stats["head"] = head_vars["batch_stats"]
   if "batch_stats" in tower_vars:
     stats["tower"] = tower_vars["batch_stats"]
   head_tx, enc_tx = c["make_tx"](lr)
