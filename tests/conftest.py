@@ -1,8 +1,9 @@
 """Test-session setup shared by every test module.
 
 Must run before jax is imported anywhere: 8 fake CPU devices (so sharded code
-is exercised on one CPU), quiet TensorFlow, and a persistent compilation cache
-so repeated shapes compile once across pytest-xdist workers and runs.
+is exercised on one CPU), quiet TensorFlow, one OpenBLAS thread, and a
+persistent compilation cache so repeated shapes compile once across
+pytest-xdist workers and runs.
 """
 
 import os
@@ -12,6 +13,10 @@ import tempfile
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One OpenBLAS thread per process: its spinning workers fight the XLA pool
+# and the other pytest workers for the cores (sklearn's logistic-regression
+# probes ran ~7x slower with the default two threads on a busy 2-core box).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 _CACHE = os.path.join(tempfile.gettempdir(), "jointcxr_jax_cache")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
