@@ -212,8 +212,8 @@ def test_clip_map_agrees_with_the_global_embedding(tokenizer):
   imgs[0] = 1.0  # all bright
   zi = model.apply(v, jnp.asarray(imgs), method=type(model).encode_image)[
       "img_global"]
-  ids, mask, sids = grounding._encode_phrases(  # pylint: disable=protected-access
-      loaded, [PHRASE])
+  encode = grounding._encode_phrases  # pylint: disable=protected-access
+  ids, mask, sids = encode(loaded, [PHRASE])
   zt = model.apply(v, ids, mask, sids, method=type(model).encode_text)[
       "txt_global"]
   cos = np.asarray(zi @ zt[0] / jnp.linalg.norm(zi, axis=1) /
@@ -257,4 +257,5 @@ def test_grounding_evaluate_scores_planted_boxes(method, tokenizer):
   assert good["cnr"] > 1.0 and good["iou"] > 0.3, good
   assert bad["iou"] == 0.0 and bad["cnr"] < good["cnr"], bad
   # Every batch and split reuses one compiled map function.
-  assert grounding._maps_fn(loaded.model)._cache_size() == 1  # pylint: disable=protected-access
+  maps_fn = grounding._maps_fn(loaded.model)  # pylint: disable=protected-access
+  assert maps_fn._cache_size() == 1  # pylint: disable=protected-access
