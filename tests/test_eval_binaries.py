@@ -211,9 +211,9 @@ def test_eval_global_values_on_planted_embeddings(workdir, converted_mimic,
   sizes = {"validate": 60, "train": 200, "test": 100}
   calls = []
 
-  def embed(loaded, data_dir, split, *, batch_size, limit):
+  def embed(loaded, data_dir, split, *, batch_size, limit, **kw):
     del loaded, batch_size
-    calls.append((data_dir, split, limit))
+    calls.append((data_dir, split, limit, kw.get("text_mode")))
     return _planted_embeddings(rng, sizes[split])
 
   monkeypatch.setattr(common, "embed_split", embed)
@@ -223,8 +223,9 @@ def test_eval_global_values_on_planted_embeddings(workdir, converted_mimic,
   c.model_dir = str(workdir)  # the trained model; reports go to tmp_path
   out = eval_global.evaluate(c, str(tmp_path))
   d = str(converted_mimic)
-  assert calls == [(d, "test", c.limit), (d, "train", c.probe_limit),
-                   (d, "validate", c.probe_limit)]
+  assert calls == [(d, "test", c.limit, c.text_mode),
+                   (d, "train", c.probe_limit, "report"),
+                   (d, "validate", c.probe_limit, "report")]
   assert out["meta/num_examples"] == out["retrieval/pool_size"] == 100
   for key in ("retrieval/i2t/R@1", "retrieval/t2i/R@10",
               "retrieval_50/i2t/R@1", "retrieval_50/t2i/MRR"):

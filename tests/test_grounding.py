@@ -210,12 +210,13 @@ def test_clip_map_agrees_with_the_global_embedding(tokenizer):
   model, v = loaded.model, loaded.variables
   imgs = np.full((2, 32, 48, 1), -1.0, np.float32)
   imgs[0] = 1.0  # all bright
-  zi = model.apply(v, jnp.asarray(imgs), method=type(model).encode_image)[
-      "img_global"]
+  zi = jax.jit(lambda v, x: model.apply(
+      v, x, method=type(model).encode_image)["img_global"])(v, imgs)
   encode = grounding._encode_phrases  # pylint: disable=protected-access
   ids, mask, sids = encode(loaded, [PHRASE])
-  zt = model.apply(v, ids, mask, sids, method=type(model).encode_text)[
-      "txt_global"]
+  zt = jax.jit(lambda v, *t: model.apply(
+      v, *t, method=type(model).encode_text)["txt_global"])(v, ids, mask,
+                                                           sids)
   cos = np.asarray(zi @ zt[0] / jnp.linalg.norm(zi, axis=1) /
                    jnp.linalg.norm(zt[0]))
   assert cos[0] > 0.9 and cos[1] < 0.1, cos
