@@ -29,6 +29,7 @@ arbitrary.
 """
 
 import dataclasses
+import functools
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -110,8 +111,17 @@ def _set_lr(opt_state, lr: float):
   return opt_state
 
 
+# The settings the compiled epoch depends on (`make_epoch_fn`'s cache key).
+_EPOCH_KEYS = ("optimizer", "batch_size", "smoothing", "dis_steps",
+               "epoch_steps", "beta")
+
+
 def make_epoch_fn(disc: Discriminator, cfg: mlc.ConfigDict) -> Callable:
   """A jitted function running `cfg.epoch_steps` mapping steps.
+
+  The function is shared by every call with the same discriminator and
+  settings: a fresh jit closure per game would recompile the epoch (a few
+  CPU seconds) for every restart, regime and seed of a sweep.
 
   Args:
     disc: the discriminator module.
@@ -121,6 +131,16 @@ def make_epoch_fn(disc: Discriminator, cfg: mlc.ConfigDict) -> Callable:
     fn(state, x, y) -> (state, metrics), state = dict(w, d_params, d_opt,
     w_opt, rng); metrics are per-epoch means of the two losses.
   """
+  fields = (disc.hidden, disc.layers, disc.input_dropout, disc.dropout,
+            disc.leaky_slope)
+  return _epoch_fn(fields, tuple(cfg[k] for k in _EPOCH_KEYS))
+
+
+@functools.lru_cache(maxsize=16)
+def _epoch_fn(disc_fields: tuple, settings: tuple) -> Callable:
+  """`make_epoch_fn`'s jitted epoch for hashable settings."""
+  disc = Discriminator(*disc_fields)
+  cfg = mlc.ConfigDict(dict(zip(_EPOCH_KEYS, settings)))
   tx_d, tx_w = _optimizer(cfg.optimizer), _optimizer(cfg.optimizer)
   bs, s = cfg.batch_size, cfg.smoothing
 
