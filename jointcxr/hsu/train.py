@@ -93,6 +93,51 @@ def load_studies(config: mlc.ConfigDict, cache_dir: str
   return out[0], out[1], skips
 
 
+def import_features(config: mlc.ConfigDict, workdir: str,
+                    train: data_lib.Studies, ev: data_lib.Studies,
+                    text: tuple[np.ndarray, np.ndarray] | None = None
+                    ) -> str:
+  """Puts precomputed features into a run's cache; returns its directory.
+
+  A later `train_and_evaluate` or sweep with the same config and workdir
+  then reads them instead of running the DenseNet (and, with `text`, the
+  `config.text.family` encoder on `config.text.section`): e.g. image
+  features of a network trained elsewhere, or planted features in tests.
+
+  Args:
+    config: the Hsu config the run will use (its cache keys).
+    workdir: the run's workdir.
+    train: training studies, `image` holding their features.
+    ev: evaluation studies.
+    text: optional (train, eval) text features, one row per study that
+      keeps the section (`Studies.with_section` order).
+
+  Returns:
+    The cache directory written.
+  """
+  cache_dir = os.path.join(workdir, "features", data_key(config))
+  os.makedirs(cache_dir, exist_ok=True)
+  for name, studies in (("train", train), ("eval", ev)):
+    # Skip counts first: `Studies.save` writes the file that marks the
+    # split's cache complete last.
+    with open(os.path.join(cache_dir, f"{name}_skips.json"), "w") as f:
+      json.dump({"no_image": 0}, f)
+    studies.save(cache_dir, name)
+  if text is not None:
+    section = config.text.section
+    sizes = (len(train.with_section(section)[0]),
+             len(ev.with_section(section)[0]))
+    if tuple(len(t) for t in text) != sizes:
+      raise ValueError(f"text features have {[len(t) for t in text]} rows; "
+                       f"the studies keeping {section!r} are {list(sizes)}")
+    key = features.text_key(config.text.family, section, config.text,
+                            config.seed, os.path.basename(cache_dir))
+    features.cached_text(cache_dir, key, ("train", "eval"), lambda: (
+        [np.asarray(t, np.float32) for t in text],
+        {"empty": [int((np.abs(t).sum(1) == 0).sum()) for t in text]}))
+  return cache_dir
+
+
 def text_arrays(config: mlc.ConfigDict, train: data_lib.Studies,
                 ev: data_lib.Studies, cache_dir: str, family: str,
                 section: str):
