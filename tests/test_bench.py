@@ -114,3 +114,47 @@ def test_input_pipeline_stream_is_timed_and_compared(converted_mimic,
   md = input_pipeline.to_markdown(r)
   assert "| convirt | 224 | lovt | one_sentence | 512 |" in md
   assert md.rstrip().endswith("| n/a | n/a | n/a |")
+
+
+def test_hsu_claims_measure_end_to_end(converted_mimic, tokenizer_path,
+                                       tmp_path):
+  from bench import hsu_claims  # pylint: disable=g-import-not-at-top
+  r = hsu_claims.measure(
+      str(converted_mimic), str(tokenizer_path), str(tmp_path),
+      seeds=(0, 1), fractions=(0.0, 0.1, 1.0), image_features="random",
+      dims=(4, 8), config_overrides={"total_steps": 20,
+                                     "log_every_steps": 10,
+                                     "adv.hidden": 16})
+  table = r["table"]["random"]["tfidf"]
+  assert set(table) == {"ea", "adv", "ea_adv"}
+  assert set(table["ea"]) == {"0.1", "1.0"}  # EA at fraction 0: undefined
+  assert set(table["adv"]) == set(table["ea_adv"]) == {"0.0", "0.1", "1.0"}
+  for by_f in table.values():
+    for cell in by_f.values():
+      for key in ("i2t/R@10", "t2i/R@10", "i2t/MRR", "t2i/MRR",
+                  "mean/R@10", "pair_cosine"):
+        s = cell[key]
+        assert s["n"] == 2 and len(s["values"]) == 2
+        assert all(math.isfinite(v) for v in [s["mean"], *s["ci95"]])
+        assert s["ci95"][0] <= s["mean"] <= s["ci95"][1]
+  # Adv is one game per seed; EA+Adv without pairs is the same game.
+  assert table["adv"]["0.0"] == table["adv"]["1.0"] == table["ea_adv"]["0.0"]
+  # The PCA dimension is chosen per seed on validate, never on test.
+  sel = r["dim_selection"]["random"]["tfidf"]
+  assert [s["seed"] for s in sel] == [0, 1]
+  assert all(set(s["validate"]) == {"4", "8"} and s["dim"] in (4, 8)
+             for s in sel)
+  assert r["dim"]["random/tfidf"] == [s["dim"] for s in sel]
+  n = r["n"]["test"]
+  assert r["chance"]["R@10"] == pytest.approx(min(10, n) / n)
+  assert set(r["baselines"]["random"]["tfidf"]) == {"identity", "random map"}
+  verdicts = {c["id"]: c for c in r["claims"]["random"]["tfidf"]}
+  assert set(verdicts) == {"adv_above_chance", "adv_beats_identity",
+                           "ea_10pct_near_full", "ea_adv_ge_ea@0.1"}
+  for c in verdicts.values():
+    assert c["verdict"] in ("yes", "no") and math.isfinite(c["mean"])
+  assert verdicts["adv_above_chance"]["threshold"] == r["chance"]["R@10"]
+  md = hsu_claims.to_markdown(r)
+  assert "| ea | n/a | " in md and "| chance | " in md
+  assert md.count("**yes**") + md.count("**no**") == 4
+  json.dumps(r)  # the report is JSON-able as written by write_pair
