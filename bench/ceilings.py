@@ -1,7 +1,7 @@
 r"""What the demo's linear probe can tell apart: per-label ceilings and floors.
 
     python -m bench.ceilings --output_dir=bench/results [--subjects=900] \
-        [--image_size=64] [--steps=300] [--seeds=3]
+        [--image_size=64] [--steps=1500] [--seeds=3]
 
 On the default demo data (`jointcxr.demo`'s generator settings and
 conversion), the same linear probe as `eval_global` (one logistic
@@ -15,9 +15,10 @@ fitted on four feature sets:
   initialised, global average-pooled features (`seeds` inits);
 - **supervised tower**: the same tower trained on the CheXpert labels
   (U-ones, missing = negative; binary cross-entropy) with the demo's image
-  augmentation, batch, optimiser and step count, then frozen and probed
-  the same way (`seeds` runs) — what a tower that learned the findings can
-  show through this probe;
+  augmentation, batch and optimiser for `steps` steps (by default 5x the
+  demo's pretraining budget: a ceiling, not a competitor), then frozen and
+  probed the same way (`seeds` runs) — what a tower that learned the
+  findings can show through this probe;
 - **TF-IDF text**: word 1-2-gram TF-IDF of the report (findings +
   impression) — how much the text says.
 
@@ -45,7 +46,7 @@ def _define_flags() -> None:
   flags.DEFINE_string("work_dir", "", "Data/run directory (default: temp).")
   flags.DEFINE_integer("subjects", 900, "Synthetic MIMIC subjects.")
   flags.DEFINE_integer("image_size", 64, "Model input size (px).")
-  flags.DEFINE_integer("steps", 300, "Supervised training steps.")
+  flags.DEFINE_integer("steps", 1500, "Supervised training steps.")
   flags.DEFINE_integer("seeds", 3, "Random-init / supervised repetitions.")
   flags.DEFINE_integer("seed", 0, "Data seed.")
 
@@ -179,7 +180,7 @@ def tower_features(tower, variables: dict, images: np.ndarray) -> np.ndarray:
 
 
 def measure(work_dir: str, subjects: int = 900, image_size: int = 64,
-            steps: int = 300, seeds: int = 3, seed: int = 0) -> dict:
+            steps: int = 1500, seeds: int = 3, seed: int = 0) -> dict:
   """Builds the demo data (if absent) and fits the four probes."""
   # pylint: disable=g-import-not-at-top
   from sklearn.feature_extraction import text as sk_text
@@ -194,15 +195,21 @@ def measure(work_dir: str, subjects: int = 900, image_size: int = 64,
   cfg = demo.train_config("convirt", data["mimic_cxr"], steps, image_size,
                           data["tokenizer"], seed)
   sets = {s: eval_arrays(cfg, s) for s in ("train", "validate", "test")}
+  say = lambda msg: print(f"[ceilings] {msg} ({time.time() - t0:.0f}s)",
+                          flush=True)
+  say("data ready")
   probe = lambda f: classification.linear_probe(
       f("train"), sets["train"]["y"], f("validate"), sets["validate"]["y"],
       f("test"), sets["test"]["y"])
   runs: dict[str, list[dict]] = {}
   runs["raw pixels"] = [probe(lambda s: pooled_pixels(sets[s]["image"]))]
-  tfidf = sk_text.TfidfVectorizer(ngram_range=(1, 2), min_df=2).fit(
+  say("raw-pixel probe done")
+  tfidf = sk_text.TfidfVectorizer(ngram_range=(1, 2), min_df=2,
+                                  max_features=2000).fit(
       sets["train"]["text"])
   runs["TF-IDF text"] = [probe(lambda s: tfidf.transform(
       sets[s]["text"]).toarray())]
+  say("TF-IDF probe done")
   for name in ("random-init tower", "supervised tower"):
     runs[name] = []
     for k in range(seeds):
@@ -213,6 +220,7 @@ def measure(work_dir: str, subjects: int = 900, image_size: int = 64,
         tower, tv = supervised_tower(cfg, seed + k)
       feats = {s: tower_features(tower, tv, sets[s]["image"]) for s in sets}
       runs[name].append(probe(lambda s, f=feats: f[s]))
+      say(f"{name} {k + 1}/{seeds} done")
   labels = sorted({k.split("/", 2)[2] for r in runs.values() for d in r
                    for k in d if k.startswith("probe/auroc/")})
   table: dict[str, dict[str, dict]] = {}

@@ -43,11 +43,15 @@ class Patient:
   rotation: float = 0.0    # radians
   habitus: float = 1.0     # chest width (>1 broad, <1 slender)
   inspiration: float = 1.0  # lung height (>1 deep breath, <1 poor effort)
+  # Smooth anatomical shape variation: (amplitude, frequency, phase) of one
+  # sinusoidal displacement of u along v and one of v along u.
+  shape: tuple[float, ...] = (0.0, 1.0, 0.0, 0.0, 1.0, 0.0)
   soft_tissue: float = 0.0  # extra soft-tissue density over the body
   exposure: float = 1.0    # gamma of the exposure curve
   brightness: float = 0.0  # additive offset after exposure
   window: tuple[float, float] = (0.0, 255.0)  # display window (lo, hi)
   blur: float = 0.0        # detector blur (fraction of the image height)
+  gradient: tuple[float, float] = (0.0, 0.0)  # exposure tilt across x, y
   noise: float = 4.0       # std of the quantum noise (8-bit units)
   collimation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
   collimator_value: float = 0.0  # pixel value outside the collimated field
@@ -63,7 +67,7 @@ def sample_patient(rng: np.random.Generator, *, ap: bool = False) -> Patient:
   """Draws realistic patient, positioning and acquisition variation.
 
   Ranges follow what varies between real radiographs: the patient is
-  off-centre by up to ~10 % of the field and fills 80-115 % of it, is
+  off-centre by up to ~12 % of the field and fills 78-118 % of it, is
   rotated by a few degrees (more on portable AP films), has a broad or
   slender chest and a deep or shallow breath (AP films: poorer effort),
   and the exposure, display window, noise and sharpness change from
@@ -72,20 +76,25 @@ def sample_patient(rng: np.random.Generator, *, ap: bool = False) -> Patient:
   """
   coll = rng.uniform(0.0, [0.05, 0.06, 0.05, 0.1]) * (rng.random() < 0.5)
   return Patient(
-      cx=float(0.5 + np.clip(rng.normal(0, 0.035), -0.09, 0.09)),
-      cy=float(np.clip(rng.normal(0, 0.035), -0.08, 0.08)),
-      scale=float(np.clip(rng.normal(0.98, 0.07), 0.8, 1.15)),
-      rotation=float(np.deg2rad(np.clip(rng.normal(0, 4.0 if ap else 2.5),
-                                        -9, 9))),
+      cx=float(0.5 + np.clip(rng.normal(0, 0.05), -0.12, 0.12)),
+      cy=float(np.clip(rng.normal(0, 0.05), -0.1, 0.1)),
+      scale=float(np.clip(rng.normal(0.97, 0.08), 0.78, 1.18)),
+      rotation=float(np.deg2rad(np.clip(rng.normal(0, 5.0 if ap else 3.5),
+                                        -12, 12))),
       habitus=float(np.clip(rng.normal(1.0, 0.06), 0.86, 1.16)),
       inspiration=float(np.clip(rng.normal(0.93 if ap else 1.0, 0.06), 0.82,
                                 1.12)),
+      shape=(float(rng.normal(0, 0.02)), float(rng.uniform(0.5, 2.0)),
+             float(rng.uniform(0, 2 * np.pi)), float(rng.normal(0, 0.02)),
+             float(rng.uniform(0.5, 2.0)), float(rng.uniform(0, 2 * np.pi))),
       soft_tissue=float(rng.uniform(0.0, 22.0)),
-      exposure=float(np.clip(rng.normal(1.0, 0.15), 0.7, 1.4)),
-      brightness=float(rng.normal(0, 8)),
-      window=(float(rng.uniform(0.0, 30.0)), float(rng.uniform(215.0,
-                                                               275.0))),
+      exposure=float(np.clip(rng.normal(1.0, 0.2), 0.65, 1.5)),
+      brightness=float(rng.normal(0, 10)),
+      window=(float(rng.uniform(0.0, 40.0)), float(rng.uniform(205.0,
+                                                               285.0))),
       blur=float(rng.uniform(0.0, 0.006)),
+      gradient=(float(rng.uniform(-0.25, 0.25)),
+                float(rng.uniform(-0.25, 0.25))),
       noise=float(rng.uniform(2.0, 9.0)),
       collimation=tuple(float(c) for c in coll),
       collimator_value=float(rng.choice([rng.uniform(0, 25),
@@ -111,6 +120,11 @@ def body_frame(p: Patient, height: int, width: int) -> tuple[np.ndarray,
   u = (c * dx + s * dy) / (p.scale * p.habitus)
   v = (-s * dx + c * dy) / p.scale + 0.5
   v = APEX_V + (v - APEX_V) / p.inspiration
+  # Anatomy is not a template: a smooth displacement bends the lungs,
+  # heart and diaphragm differently in every patient.
+  au, fu, pu, av, fv, pv = p.shape
+  u, v = (u + au * np.sin(2 * np.pi * fu * v + pu),
+          v + av * np.sin(2 * np.pi * fv * u + pv))
   return u.astype(np.float32), v.astype(np.float32)
 
 

@@ -211,7 +211,7 @@ def render(img: np.ndarray, geom: dict, f: Finding,
   if t == "edema":
     haze = sum(np.exp(-(((u - s * 0.11) / 0.09) ** 2 + ((v - 0.46) / 0.13) **
                         2)) for s in (-1, 1))
-    img += 48.0 * sev * haze * lungs
+    img += 32.0 * sev * haze * lungs
     mask = lungs & (haze > 0.35)
   elif t == "cardiomegaly":
     big = anatomy.heart_mask(u, v, p, ctr=0.58 + 0.04 * sev)

@@ -74,13 +74,17 @@ def _expose_at(img: np.ndarray, p: anatomy.Patient,
                width: int) -> np.ndarray:
   """Exposure at working resolution, resize, then noise at output size.
 
-  Order as in an acquisition chain: detector blur, exposure curve, display
-  window, resampling, quantum noise; collimator edges and the side marker
+  Order as in an acquisition chain: detector blur, exposure curve and its
+  tilt across the field, display window, resampling, quantum noise; collimator edges and the side marker
   are burnt in last (they are not part of the anatomy).
   """
   sigma = max(0.6, img.shape[0] / 220) + p.blur * img.shape[0]
   img = ndimage.gaussian_filter(img, sigma)
   x = np.clip(img / 255.0, 0, 1) ** p.exposure * 255.0 + p.brightness
+  # Uneven exposure across the field (anode heel effect, positioning).
+  gy = np.linspace(-0.5, 0.5, x.shape[0], dtype=np.float32)[:, None]
+  gx = np.linspace(-0.5, 0.5, x.shape[1], dtype=np.float32)[None, :]
+  x = x * (1.0 + p.gradient[0] * gx + p.gradient[1] * gy)
   lo, hi = p.window
   x = (x - lo) * (255.0 / (hi - lo))
   x = np.clip(x, 0, 255).astype(np.float32)
