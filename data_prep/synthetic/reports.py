@@ -350,12 +350,14 @@ def aggregate(sentences: Sequence[Sentence],
 
 
 def _wrap(sentences: Sequence[str], numbered: bool = False) -> list[str]:
+  # Never break at hyphens: MIMIC reports keep "right-sided" on one line,
+  # and a break there would change the words a sentence splitter sees.
   if numbered and len(sentences) > 1:
     lines = []
     for i, s in enumerate(sentences, 1):
-      lines += textwrap.wrap(f"{i}. {s}", 78, subsequent_indent="")
+      lines += textwrap.wrap(f"{i}. {s}", 78, break_on_hyphens=False)
     return lines
-  return textwrap.wrap("  ".join(sentences), 78)
+  return textwrap.wrap("  ".join(sentences), 78, break_on_hyphens=False)
 
 
 def _technique(view_desc: str, rng: np.random.Generator) -> str:
@@ -423,7 +425,8 @@ def format_report(
   for block in body:
     lines.append(" ")
     for ln in block:
-      lines += [" " + part for part in (textwrap.wrap(ln, 78) or [ln])]
+      parts = textwrap.wrap(ln, 78, break_on_hyphens=False) or [ln]
+      lines += [" " + part for part in parts]
   text = "\n".join(lines) + "\n"
   if style == "addendum":
     # Addenda sit on top, separated from the original by a line of "_".
