@@ -351,8 +351,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     logging.info("resumed at step %d", step0)
   elif config.model_init:
     from jointcxr import export  # pylint: disable=g-import-not-at-top
-    params = export.load_pretrained(config, jax.device_get(state["params"]))
-    state = dict(state, params=jax.device_put(params, shardings["params"]))
+    pre = export.load_pretrained(config, jax.device_get(
+        {"params": state["params"], "batch_stats": state["batch_stats"]}))
+    state = dict(state, **{k: jax.device_put(pre[k], shardings[k])
+                           for k in ("params", "batch_stats")})
   if jax.process_index() == 0 and restored is None:
     parameter_overview.log_parameter_overview(state["params"])
     writer.write_hparams({k: v for k, v in _flat(config.to_dict()).items()
