@@ -35,6 +35,7 @@ import optax
 from jointcxr import accumulate
 from jointcxr import checkpointing
 from jointcxr import config_validation
+from jointcxr import logging_setup
 from jointcxr import objectives
 from jointcxr import optim
 from jointcxr import sharding
@@ -457,12 +458,13 @@ def _flat(d, prefix=""):
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  logging_setup.setup()
   if FLAGS.workdir is None or FLAGS.config is None:
     print("error: --config and --workdir are required", file=sys.stderr)
     sys.exit(2)
-  if FLAGS.coordinator_address or os.environ.get(
-      "JOINTCXR_DISTRIBUTED") == "1":
+  distributed = bool(FLAGS.coordinator_address or os.environ.get(
+      "JOINTCXR_DISTRIBUTED") == "1")
+  if distributed:
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes,
                                process_id=FLAGS.process_id)

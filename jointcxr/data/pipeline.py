@@ -198,7 +198,7 @@ def _read(builder, subsplit: str, shuffle_seed: int | None):
   cfg = tfds.ReadConfig(shuffle_seed=shuffle_seed, interleave_cycle_length=4)
   return builder.as_dataset(
       split=subsplit, shuffle_files=shuffle_seed is not None, read_config=cfg,
-      decoders={"images": tfds.decode.SkipDecoding()})
+      decoders=features_lib.skip_image_decoding())
 
 
 def epoch_dataset(spec: Spec, builder, subsplit: str, *, epoch: int,
