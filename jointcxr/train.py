@@ -422,14 +422,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
       _check_finite(state, config.nan_policy, last_saved)
       if last_saved != step:  # always leave a checkpoint of the final state
         ckpt.save(step, state, {"input": it.state()}, force=True)
+      it.close()  # no input is read after this: stop preparing batches
       results = run_evals(config, model, state, tok, mesh, writer, step,
                           workdir)
   finally:
-    # The input's prefetch thread stops here, not at interpreter exit (it
-    # would otherwise hold its tf.data iterator through the final evals).
+    # Everything that runs threads stops here, in order, never at
+    # interpreter exit (RELIABILITY.md, "exit"): the input's prefetch
+    # thread (joined), then pending async saves (complete even when the
+    # run stops on an error), then the metric writer's queue and files.
     it.close()
-    # Pending async saves complete even when the run stops on an error.
     ckpt.close()
+    writer.close()
   multihost_utils.sync_global_devices("train_end")
   final = {"step": step, **results}
   if metrics is not None:
@@ -476,7 +479,10 @@ def main(argv):
     sys.exit(1)
   if jax.process_index() == 0:
     print(json.dumps({k: v for k, v in result.items()
-                      if isinstance(v, (int, float, str))}, sort_keys=True))
+                      if isinstance(v, (int, float, str))}, sort_keys=True),
+          flush=True)
+  if distributed:  # after every collective and save, before exit
+    jax.distributed.shutdown()
 
 
 if __name__ == "__main__":
