@@ -40,6 +40,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -389,6 +390,30 @@ def mirror_specs(tree: Any, param_spec_tree: Any,
     return P()
 
   return jax.tree_util.tree_map_with_path(spec_for, tree)
+
+
+def host_value(tree: Any) -> Any:
+  """NumPy copy of a tree of (global) arrays, the whole value on every host.
+
+  `jax.device_get` cannot fetch an array sharded over other processes'
+  devices (parameters under FSDP across hosts); such leaves are
+  all-gathered, so with several processes every process must call this at
+  the same point (it is a collective). Replicated and process-local leaves
+  are copied without communication.
+
+  Args:
+    tree: pytree of `jax.Array`s (or host arrays).
+
+  Returns:
+    The same tree of `np.ndarray`s.
+  """
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(one, tree)
 
 
 def to_shardings(spec_tree: Any, mesh: Mesh) -> Any:

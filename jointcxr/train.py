@@ -352,12 +352,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     logging.info("resumed at step %d", step0)
   elif config.model_init:
     from jointcxr import export  # pylint: disable=g-import-not-at-top
-    pre = export.load_pretrained(config, jax.device_get(
+    pre = export.load_pretrained(config, sharding.host_value(
         {"params": state["params"], "batch_stats": state["batch_stats"]}))
     state = dict(state, **{k: jax.device_put(pre[k], shardings[k])
                            for k in ("params", "batch_stats")})
   if jax.process_index() == 0 and restored is None:
-    parameter_overview.log_parameter_overview(state["params"])
+    # Names and shapes only: statistics would fetch parameters sharded over
+    # other hosts' devices.
+    parameter_overview.log_parameter_overview(state["params"],
+                                              include_stats=False)
     writer.write_hparams({k: v for k, v in _flat(config.to_dict()).items()
                           if isinstance(v, (int, float, str, bool))})
 

@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 import ml_collections as mlc
 import numpy as np
 
+from jointcxr import sharding
 from jointcxr.data import pipeline
 from jointcxr.data import tokenizer as tok_lib
 
@@ -247,7 +248,9 @@ def run_in_training(config, model, state, tok, mesh) -> dict:
   variables = {"params": state["params"]}
   if state.get("batch_stats"):
     variables["batch_stats"] = state["batch_stats"]
-  loaded = Loaded(config, model, jax.device_get(variables), tok, None,
+  # Every process needs the whole parameters (an all-gather under FSDP
+  # across hosts, hence before the split check: all processes take part).
+  loaded = Loaded(config, model, sharding.host_value(variables), tok, None,
                   "training")
   try:
     pipeline.open_split(config.input.data_dir, ev.split)
