@@ -78,7 +78,7 @@ def paper_config(method: str, *, smoke: bool, joimternet_size: int):
   c = importlib.import_module(f"configs.{method}").get_config(
       "tiny" if smoke else None)
   c.dtype = "bfloat16"
-  c.mesh = [("data", 1)]
+  c.mesh = "data:1"
   if method == "joimternet" and not smoke:
     c.input.image_size = joimternet_size
   return c

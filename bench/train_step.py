@@ -127,7 +127,7 @@ def make_config(method: str, size: dict[str, Any], conv_impl: str = "auto"):
   c = cfg_mod.get_config("tiny" if quick else None)
   c.batch_size = size["batch"]
   c.accum_steps = 1
-  c.mesh = [("data", 1)]
+  c.mesh = "data:1"
   c.input.image_size = size["image_size"]
   c.input.max_tokens = size["tokens"]
   c.input.max_sentences = size["max_sentences"]
@@ -185,7 +185,7 @@ class JaxStep:
       opt = optim.Optimizer(c.optim.to_dict(), params_shape, 1000, 1000)
       # One chip (the first) when the config names a fixed-size mesh, so
       # the step is timed alike on 1-device and multi-device hosts.
-      sizes = [int(n) for _, n in c.mesh]
+      sizes = [n for _, n in sharding.parse_mesh(c.mesh)]
       mesh = sharding.make_mesh(
           c.mesh, None if -1 in sizes else jax.devices()[:int(np.prod(sizes))])
       state, shardings = train.init_state(c, model, opt, mesh, rng)

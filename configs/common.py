@@ -122,8 +122,11 @@ def base(method: str) -> mlc.ConfigDict:
   c.optim.groups = ()        # ({"name", "regex", overrides...}, ...)
   c.optim.frozen = ()        # regexes of frozen parameter paths
 
-  c.mesh = [("data", -1)]
-  c.sharding_rules = [(".*", "replicate")]
+  # Strings, so `--config.mesh=data:-1,fsdp:4` and
+  # `--config.sharding_rules='.*=fsdp(axis=fsdp)'` override them (syntax:
+  # jointcxr/sharding.py).
+  c.mesh = "data:-1"
+  c.sharding_rules = ".*=replicate"
   c.logical_axis_rules = [("act_batch", ("data", "fsdp")), ("mlp", "model"),
                           ("heads", "model"), ("kv", "model"),
                           ("vocab", "model")]

@@ -23,7 +23,8 @@ CheXpert and NegBio labels with positive (1) / negative (0) / uncertain (-1)
 / missing (NaN) kept distinct.
 
 Skipped studies are counted by reason in `O/manifest.json`, listed in
-`O/skipped.csv` and logged one line each (ids only, never report text):
+`O/skipped.csv` and logged one line per reason (`--verbose`: one line per
+study; ids only, never report text):
 
   excluded_id                 in --exclude_ids (e.g. MS-CXR, so phrase
                               grounding is evaluated on unseen images)

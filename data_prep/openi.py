@@ -27,7 +27,8 @@ R2Gen does not list (it keeps only two-image studies) go to a separate
 split `extra` (use `train+extra` for more training text). Without it, a
 seeded 80/10/10 split by report.
 
-Skips (manifest + skipped.csv + one log line each): malformed_xml,
+Skips (manifest + skipped.csv + a log line per reason, per report with
+--verbose): malformed_xml,
 duplicate_uid, empty_findings_impression, too_short_report (< 3 tokens),
 no_image_listed / no_frontal_image / no_usable_image (image mode).
 Notes: image_<reason> for an unusable image of a report that keeps

@@ -56,7 +56,11 @@ def read_sentences(path: str) -> Iterator[str]:
   if os.path.isdir(path):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     builder = tfds.builder_from_directory(path)
-    for ex in tfds.as_numpy(builder.as_dataset(split="train")):
+    from jointcxr.data import features  # pylint: disable=g-import-not-at-top
+    # Images stay encoded: only the sentences are read.
+    ds = builder.as_dataset(split="train",
+                            decoders=features.skip_image_decoding())
+    for ex in tfds.as_numpy(ds):
       for s in ex["sentences"]:
         yield s.decode("utf-8")
     return

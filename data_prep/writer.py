@@ -15,8 +15,10 @@ Resuming assumes the input files did not change in place; pass
 At the end the TFDS metadata is written (`tfds.builder_from_directory`
 loads every split) together with `manifest.json` (examples written per
 split, skips by reason, notes, shard hashes, arguments, versions) and
-`skipped.csv` (every skipped id with its reason; never report text). Each
-skip is also logged on one line.
+`skipped.csv` (every skipped id with its reason; never report text). The
+log gets one line per skip reason with its count; the per-item lines (a
+real MIMIC-CXR conversion skips ~9,000 studies) are logged by the
+`data_prep.skipped` logger, silent unless `--verbose`.
 """
 
 import dataclasses
@@ -38,6 +40,11 @@ PROGRESS_FILE = ".progress.json"
 # An item whose encoding raises is recorded under this reason (with the
 # exception type) instead of killing a conversion of 377k studies.
 ENCODE_ERROR = "encode_error"
+
+
+# One line per skipped item; quiet (WARNING) unless --verbose sets INFO.
+SKIP_LOG = logging.getLogger("data_prep.skipped")
+SKIP_LOG.setLevel(logging.WARNING)
 
 
 class ConversionError(RuntimeError):
@@ -326,7 +333,10 @@ def run(*, name: str, out_dir: str, jobs: list[ShardJob], encode: Callable,
                                     set(derived_splits))
   manifest.update(extra_manifest or {})
   for item_id, reason in skipped_ids:
-    logging.info("skipped %s: %s", item_id, reason)
+    SKIP_LOG.info("skipped %s: %s", item_id, reason)
+  for reason, n in sorted(manifest["skipped"].items()):
+    logging.info("skipped %d x %s (ids in skipped.csv; --verbose lists "
+                 "them)", n, reason)
   _write_tfds_metadata(tfds, out_dir, name, features_fn(), jobs, done,
                        description)
   lines = ["id,reason"] + [f"{_csv_field(i)},{r}" for i, r in
@@ -430,6 +440,9 @@ def cli(argv: Sequence[str], *, doc: str,
   define(fl)
   flags.DEFINE_bool("traceback", False, "Show the traceback of an "
                     "unexpected error instead of one line.", flag_values=fl)
+  flags.DEFINE_bool("verbose", False, "Log every skipped item on its own "
+                    "line (default: one line per reason; skipped.csv lists "
+                    "every id either way).", flag_values=fl)
   if any(a in ("--help", "-h", "--helpfull") for a in argv[1:]):
     print(doc.strip() + "\n\nflags:\n" + fl.get_help())
     return 0
@@ -438,6 +451,8 @@ def cli(argv: Sequence[str], *, doc: str,
   logging.getLogger("absl").setLevel(logging.WARNING)
   try:
     fl(list(argv))
+    SKIP_LOG.setLevel(logging.INFO if fl["verbose"].value else
+                      logging.WARNING)
     missing = [n for n in required if fl[n].value in (None, "")]
     if missing:
       raise ConversionError(

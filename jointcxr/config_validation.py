@@ -9,14 +9,12 @@ adds the cross-field checks that the type system cannot express, as one
 `ValueError` naming every problem.
 """
 
-import re
 import sys
 from typing import Any, Sequence
 
 from absl import flags
 
 METHODS = ("convirt", "clip", "siglip", "lovt", "joimternet", "hsu")
-TACTIC_RE = re.compile(r"\s*(replicate|logical|fsdp)\s*(\(.*\))?\s*")
 
 
 def _last_line(text: str) -> str:
@@ -108,18 +106,12 @@ def check(config: Any) -> None:
   if config.dtype not in ("float32", "bfloat16", "float16"):
     problems.append(f"dtype {config.dtype!r} is not float32|bfloat16|"
                     "float16")
-  for entry in config.mesh:
-    if (len(entry) != 2 or not isinstance(entry[0], str)
-        or not isinstance(entry[1], int)):
-      problems.append(f"mesh entry {entry!r} is not (name, size)")
-  for entry in config.sharding_rules:
-    if len(entry) != 2 or not TACTIC_RE.fullmatch(str(entry[1])):
-      problems.append(f"sharding rule {entry!r} is not (regex, replicate|"
-                      "fsdp(axis=...)|logical)")
-      continue
+  from jointcxr import sharding  # pylint: disable=g-import-not-at-top
+  for parse, value in ((sharding.parse_mesh, config.mesh),
+                       (sharding.parse_rules, config.sharding_rules)):
     try:
-      re.compile(entry[0])
-    except re.error as e:
-      problems.append(f"sharding rule regex {entry[0]!r}: {e}")
+      parse(value)
+    except ValueError as e:
+      problems.append(str(e))
   if problems:
     raise ValueError("bad config: " + "; ".join(problems))

@@ -22,6 +22,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from jointcxr import config_validation
+from jointcxr import logging_setup
 from jointcxr.evaluators import classification
 from jointcxr.evaluators import common
 from jointcxr.evaluators import report
@@ -100,7 +101,7 @@ def evaluate(config, workdir: str) -> dict:
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  logging_setup.setup()
   if not FLAGS.workdir:
     print("error: --workdir is required", file=sys.stderr)
     sys.exit(2)

@@ -24,6 +24,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from jointcxr import config_validation
+from jointcxr import logging_setup
 from jointcxr.data import localized as loc_data
 from jointcxr.evaluators import common
 from jointcxr.evaluators import detection
@@ -190,7 +191,7 @@ def evaluate(config, workdir: str, keep: dict | None = None) -> dict:
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  logging_setup.setup()
   if not FLAGS.workdir:
     print("error: --workdir is required", file=sys.stderr)
     sys.exit(2)

@@ -233,14 +233,30 @@ def _check_fit(target: dict, source: dict, what: str) -> None:
     raise ImportError_(f"{what} does not fit the model: " + "; ".join(parts))
 
 
-def load_pretrained(config, params: dict, batch_stats: dict | None = None
-                    ) -> dict:
-  """Applies `config.model_init` to the model's params (and batch stats).
+def load_pretrained(config, variables: dict) -> dict:
+  """Applies `config.model_init` to the model's parameters *and* BatchNorm
+  statistics.
 
   Entries: "image=<file>", "text=<file>" (torchvision / HF BERT layouts in
-  safetensors) or an exported directory (both towers).
+  safetensors) or an exported directory (both towers). A torchvision file
+  brings its `running_mean` / `running_var` with it: a tower evaluated or
+  frozen before any training step must normalise with them, not with the
+  fresh initialisation's 0 / 1.
+
+  Args:
+    config: the training config (`model_init`, `model.image`).
+    variables: {"params": ..., "batch_stats": ...} of the initialised model
+      (host arrays; "batch_stats" may be absent or empty).
+
+  Returns:
+    New {"params", "batch_stats"} with the imported towers replaced.
+
+  Raises:
+    ImportError_: a pickle, a missing file, or weights that do not fit the
+      model (named keys and shapes).
   """
-  params = dict(params)
+  params = dict(variables["params"])
+  stats = dict(variables.get("batch_stats") or {})
   for entry in filter(None, (e.strip() for e in config.model_init.split(
       ","))):
     kind, _, path = entry.partition("=") if "=" in entry else ("dir", "",
@@ -252,18 +268,25 @@ def load_pretrained(config, params: dict, batch_stats: dict | None = None
     if not os.path.exists(path):
       raise ImportError_(f"model_init file {path} does not exist")
     if kind == "dir":
-      src = load_model(path).variables["params"]
+      src = load_model(path).variables
       for k in ("img", "txt"):
-        _check_fit(flatten(params[k]), flatten(src[k]), f"{path}:{k}")
-        params[k] = src[k]
+        _check_fit(flatten(params[k]), flatten(src["params"][k]),
+                   f"{path}:{k}")
+        params[k] = src["params"][k]
+        if k in stats:
+          _check_fit(flatten(stats[k]), flatten(src.get(
+              "batch_stats", {}).get(k, {})), f"{path}:{k} batch_stats")
+          stats[k] = src["batch_stats"][k]
     elif kind == "image":
       flat = load_file(path)
       conv = torch_layout.torchvision_to_resnet(
           flat, in_channels=config.model.image.get("in_channels", 1))
       _check_fit(flatten(params["img"]), flatten(conv["params"]), path)
       params["img"] = conv["params"]
-      if batch_stats is not None and "img" in batch_stats:
-        batch_stats["img"] = conv["batch_stats"]
+      if "img" in stats:
+        _check_fit(flatten(stats["img"]), flatten(conv["batch_stats"]),
+                   f"{path} (running statistics)")
+        stats["img"] = conv["batch_stats"]
     elif kind == "text":
       conv = torch_layout.hf_to_bert(load_file(path))
       target = flatten(params["txt"])
@@ -273,7 +296,7 @@ def load_pretrained(config, params: dict, batch_stats: dict | None = None
     else:
       raise ImportError_(f"model_init entry {entry!r}: expected image=..., "
                          "text=... or an export directory")
-  return params
+  return {"params": params, "batch_stats": stats}
 
 
 def main(argv):

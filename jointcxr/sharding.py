@@ -1,40 +1,191 @@
 """Meshes and parameter shardings declared in the config (big_vision style).
 
-`config.mesh` is a list of (axis name, size) with -1 for "the rest" (default
-[("data", -1)]); meshes use Auto axes (`jax.sharding.Mesh`), which the
-GSPMD-style code here expects (ENVIRONMENT.md G3). `config.sharding_rules`
-is an ordered list of (regex on the parameter path, tactic):
+`config.mesh` names the mesh axes and their sizes, -1 for "the rest", as
+a string that `--config.mesh=...` can override:
+
+    "data:-1"              every device on the data axis (the default)
+    "data:-1,fsdp:4"       parameters sharded over groups of 4 devices
+    "data:2,model:4"       model (tensor) parallelism over 4 devices
+
+Meshes use Auto axes (`jax.sharding.Mesh`), which the GSPMD-style code here
+expects (ENVIRONMENT.md G3). `config.sharding_rules` is an ordered list of
+`REGEX=TACTIC` pairs separated by ";" (REGEX is searched in the parameter
+path, "img/layer1_0/conv1/kernel"; the first match decides):
+
+    ".*=replicate"                       the default
+    ".*=fsdp(axis=fsdp)"                 FSDP over the fsdp axis
+    "^txt/=fsdp(axis=fsdp);.*=replicate" FSDP for the text tower only
 
 - "replicate": every device holds the whole array;
-- "fsdp(axis='fsdp')" (or `fsdp`, `fsdp(axis='data')`): shard the largest
+- "fsdp(axis=fsdp)" (or `fsdp`, `fsdp(axis=data)`): shard the largest
   dimension divisible by the axis size (arrays under 4096 elements are
   replicated: not worth the communication; so is everything when the mesh
   has no such axis);
 - "logical": the model's logical axis annotations mapped through
   `config.logical_axis_rules` (e.g. [("mlp", "model"), ("heads", "model")]).
 
+Both fields also accept a Python literal of pairs (`"[('data', -1),
+('fsdp', 4)]"`, `"[('.*', 'fsdp(axis=fsdp)')]"`, e.g. for a regex that
+contains ";") and, from Python, a list of pairs; `parse_mesh` and
+`parse_rules` turn any of these into pairs or raise a one-line ValueError.
+
 Optimizer-state leaves follow the parameter they mirror (their path ends
 with the parameter's path). The batch is split over the `data` and `fsdp`
 axes together (`batch_axes`); `model` axes see the whole micro-batch.
 """
 
+import ast
 import re
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 BATCH_AXES = ("data", "fsdp")
+TACTICS = ("replicate", "fsdp", "logical")
+# REGEX=TACTIC: the tactic is the longest tail that is a whole tactic, so
+# "=" may appear in the regex and in the tactic's arguments.
+_RULE_RE = re.compile(r"(?s)(.*?)=\s*((?:replicate|logical|fsdp)\s*"
+                      r"(?:\([^()]*\))?)\s*")
 
 
-def make_mesh(spec: Sequence[tuple[str, int]],
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
-  """Builds a Mesh (Auto axes) from [(name, size), ...].
+def _literal_pairs(text: str, what: str) -> list:
+  try:
+    value = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    raise ValueError(f"{what} {text!r}: not a Python literal of pairs"
+                     ) from None
+  if not isinstance(value, (list, tuple)):
+    raise ValueError(f"{what} {text!r}: not a list of pairs")
+  return list(value)
+
+
+def parse_mesh(spec: Any) -> list[tuple[str, int]]:
+  """`config.mesh` -> [(axis name, size), ...] (see the module docstring).
 
   Args:
-    spec: axis names and sizes; one size may be -1 ("the rest").
+    spec: "name:size,name:size", a Python literal of (name, size) pairs, or
+      a sequence of such pairs.
+
+  Returns:
+    The (name, size) pairs; sizes are >= 1 or -1 ("the rest").
+
+  Raises:
+    ValueError: one line naming what is wrong.
+  """
+  shown = spec if isinstance(spec, str) else list(spec)
+  if isinstance(spec, str):
+    text = spec.strip()
+    if text.startswith(("[", "(")):
+      pairs = _literal_pairs(text, "mesh")
+    else:
+      pairs = []
+      for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, size = part.partition(":")
+        if not sep:
+          raise ValueError(f"mesh {spec!r}: {part!r} is not name:size "
+                           "(e.g. data:-1,fsdp:4)")
+        pairs.append((name.strip(), size.strip()))
+  else:
+    pairs = list(spec)
+  out = []
+  for entry in pairs:
+    if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+      raise ValueError(f"mesh {shown!r}: {entry!r} is not (name, size)")
+    name, size = entry
+    if not isinstance(name, str) or not name.isidentifier():
+      raise ValueError(f"mesh {shown!r}: axis name {name!r} is not an "
+                       "identifier")
+    try:
+      size = int(size)
+      if isinstance(entry[1], float) or size == 0 or size < -1:
+        raise ValueError
+    except (TypeError, ValueError):
+      raise ValueError(f"mesh {shown!r}: size {entry[1]!r} of axis "
+                       f"{name!r} is not a positive integer or -1") from None
+    out.append((name, size))
+  if not out:
+    raise ValueError(f"mesh {shown!r} has no axes")
+  names = [n for n, _ in out]
+  if len(set(names)) != len(names):
+    raise ValueError(f"mesh {shown!r} names an axis twice")
+  return out
+
+
+def format_mesh(pairs: Sequence[tuple[str, int]]) -> str:
+  """[("data", -1), ("fsdp", 4)] -> "data:-1,fsdp:4"."""
+  return ",".join(f"{n}:{int(s)}" for n, s in parse_mesh(pairs))
+
+
+def parse_rules(spec: Any) -> list[tuple[str, str]]:
+  """`config.sharding_rules` -> [(regex, tactic), ...] (module docstring).
+
+  Args:
+    spec: "REGEX=TACTIC;REGEX=TACTIC", a Python literal of (regex, tactic)
+      pairs, or a sequence of such pairs.
+
+  Returns:
+    The pairs, each regex compiled once to check it and each tactic
+    checked by `parse_tactic`.
+
+  Raises:
+    ValueError: one line naming the bad rule.
+  """
+  literal = not isinstance(spec, str)
+  if isinstance(spec, str):
+    text = spec.strip()
+    literal = text.startswith("[")
+    if text.startswith("("):  # a tuple literal, or a regex such as "(a|b)/"
+      try:
+        literal = isinstance(ast.literal_eval(text), tuple)
+      except (ValueError, SyntaxError):
+        literal = False
+    if literal:
+      pairs = _literal_pairs(text, "sharding_rules")
+    else:
+      pairs = []
+      for part in filter(None, (p.strip() for p in text.split(";"))):
+        m = _RULE_RE.fullmatch(part)
+        if m:
+          pairs.append((m.group(1).strip(), m.group(2)))
+        elif "=" in part:  # an unknown or malformed tactic, named below
+          pairs.append(tuple(x.strip() for x in part.split("=", 1)))
+        else:
+          raise ValueError(
+              f"sharding rule {part!r} is not REGEX=TACTIC (TACTIC: "
+              "replicate, fsdp(axis=NAME) or logical; rules separated by ;)")
+  else:
+    pairs = list(spec)
+  out = []
+  for entry in pairs:
+    if (not isinstance(entry, (list, tuple)) or len(entry) != 2
+        or not all(isinstance(x, str) for x in entry)):
+      raise ValueError(f"sharding rule {entry!r} is not (regex, tactic)")
+    regex, tactic = entry
+    shown = (f"{regex}={tactic}" if isinstance(spec, str) and not literal
+             else tuple(entry))
+    try:
+      re.compile(regex)
+    except re.error as e:
+      raise ValueError(f"sharding rule {shown!r}: bad regex ({e})") from None
+    try:
+      parse_tactic(tactic)
+    except ValueError as e:
+      raise ValueError(f"sharding rule {shown!r}: {e}") from None
+    out.append((regex, tactic.strip()))
+  return out
+
+
+def make_mesh(spec: Any,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Builds a Mesh (Auto axes) from `config.mesh`.
+
+  Args:
+    spec: axis names and sizes ("data:-1,fsdp:4" or [(name, size), ...],
+      see `parse_mesh`); one size may be -1 ("the rest").
     devices: devices to use (default: all, in `jax.devices()` order, which
       keeps each process's devices together along the first axis).
 
@@ -42,19 +193,21 @@ def make_mesh(spec: Sequence[tuple[str, int]],
     The `jax.sharding.Mesh`.
 
   Raises:
-    ValueError: the sizes do not fit the number of devices.
+    ValueError: a malformed spec, or sizes that do not fit the devices.
   """
   devices = list(jax.devices() if devices is None else devices)
-  names = [n for n, _ in spec]
-  sizes = [int(s) for _, s in spec]
+  pairs = parse_mesh(spec)
+  spec = spec if isinstance(spec, str) else list(spec)
+  names = [n for n, _ in pairs]
+  sizes = [s for _, s in pairs]
   if sizes.count(-1) > 1:
-    raise ValueError(f"mesh {spec}: at most one axis may have size -1")
+    raise ValueError(f"mesh {spec!r}: at most one axis may have size -1")
   known = int(np.prod([s for s in sizes if s != -1]))
   if len(devices) % known:
-    raise ValueError(f"mesh {spec} does not fit {len(devices)} devices")
+    raise ValueError(f"mesh {spec!r} does not fit {len(devices)} devices")
   sizes = [len(devices) // known if s == -1 else s for s in sizes]
   if int(np.prod(sizes)) != len(devices):
-    raise ValueError(f"mesh {spec} has {int(np.prod(sizes))} devices, "
+    raise ValueError(f"mesh {spec!r} has {int(np.prod(sizes))} devices, "
                      f"have {len(devices)}")
   return Mesh(np.array(devices).reshape(sizes), tuple(names))
 
@@ -121,7 +274,7 @@ def parse_tactic(tactic: str) -> tuple[str, dict]:
     k, v = part.split("=", 1)
     kwargs[k.strip()] = v.strip().strip("'\"")
   name = m.group(1)
-  if name not in ("replicate", "fsdp", "logical"):
+  if name not in TACTICS:
     raise ValueError(f"unknown sharding tactic {name!r}; expected "
                      "replicate, fsdp(axis=...) or logical")
   return name, kwargs
@@ -164,7 +317,8 @@ def param_specs(abstract_params: Any, rules: Sequence[tuple[str, str]],
 
   Args:
     abstract_params: parameter tree (arrays or ShapeDtypeStructs, unboxed).
-    rules: ordered (regex, tactic) pairs (see the module docstring).
+    rules: ordered (regex, tactic) pairs, or their string form (see the
+      module docstring and `parse_rules`).
     mesh: the mesh.
     logical_rules: (logical name, mesh axes) pairs for "logical".
     boxed_params: the same tree with `nn.LogicallyPartitioned` boxes (from
@@ -183,7 +337,8 @@ def param_specs(abstract_params: Any, rules: Sequence[tuple[str, str]],
     for kp, s in jax.tree_util.tree_flatten_with_path(
         mesh_specs, is_leaf=lambda x: isinstance(x, P))[0]:
       logical[_path(kp)] = s
-  compiled = [(re.compile(r), parse_tactic(t)) for r, t in rules]
+  compiled = [(re.compile(r), parse_tactic(t)) for r, t in parse_rules(
+      rules)]
 
   def spec_for(kp, leaf):
     path = _path(kp)
@@ -235,6 +390,30 @@ def mirror_specs(tree: Any, param_spec_tree: Any,
     return P()
 
   return jax.tree_util.tree_map_with_path(spec_for, tree)
+
+
+def host_value(tree: Any) -> Any:
+  """NumPy copy of a tree of (global) arrays, the whole value on every host.
+
+  `jax.device_get` cannot fetch an array sharded over other processes'
+  devices (parameters under FSDP across hosts); such leaves are
+  all-gathered, so with several processes every process must call this at
+  the same point (it is a collective). Replicated and process-local leaves
+  are copied without communication.
+
+  Args:
+    tree: pytree of `jax.Array`s (or host arrays).
+
+  Returns:
+    The same tree of `np.ndarray`s.
+  """
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+  return jax.tree.map(one, tree)
 
 
 def to_shardings(spec_tree: Any, mesh: Mesh) -> Any:

@@ -35,6 +35,7 @@ import optax
 from jointcxr import accumulate
 from jointcxr import checkpointing
 from jointcxr import config_validation
+from jointcxr import logging_setup
 from jointcxr import objectives
 from jointcxr import optim
 from jointcxr import sharding
@@ -351,10 +352,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     logging.info("resumed at step %d", step0)
   elif config.model_init:
     from jointcxr import export  # pylint: disable=g-import-not-at-top
-    params = export.load_pretrained(config, jax.device_get(state["params"]))
-    state = dict(state, params=jax.device_put(params, shardings["params"]))
+    pre = export.load_pretrained(config, sharding.host_value(
+        {"params": state["params"], "batch_stats": state["batch_stats"]}))
+    state = dict(state, **{k: jax.device_put(pre[k], shardings[k])
+                           for k in ("params", "batch_stats")})
   if jax.process_index() == 0 and restored is None:
-    parameter_overview.log_parameter_overview(state["params"])
+    # Names and shapes only: statistics would fetch parameters sharded over
+    # other hosts' devices.
+    parameter_overview.log_parameter_overview(state["params"],
+                                              include_stats=False)
     writer.write_hparams({k: v for k, v in _flat(config.to_dict()).items()
                           if isinstance(v, (int, float, str, bool))})
 
@@ -419,14 +425,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
       _check_finite(state, config.nan_policy, last_saved)
       if last_saved != step:  # always leave a checkpoint of the final state
         ckpt.save(step, state, {"input": it.state()}, force=True)
+      it.close()  # no input is read after this: stop preparing batches
       results = run_evals(config, model, state, tok, mesh, writer, step,
                           workdir)
   finally:
-    # The input's prefetch thread stops here, not at interpreter exit (it
-    # would otherwise hold its tf.data iterator through the final evals).
+    # Everything that runs threads stops here, in order, never at
+    # interpreter exit (RELIABILITY.md, "exit"): the input's prefetch
+    # thread (joined), then pending async saves (complete even when the
+    # run stops on an error), then the metric writer's queue and files.
     it.close()
-    # Pending async saves complete even when the run stops on an error.
     ckpt.close()
+    writer.close()
   multihost_utils.sync_global_devices("train_end")
   final = {"step": step, **results}
   if metrics is not None:
@@ -455,12 +464,13 @@ def _flat(d, prefix=""):
 
 def main(argv):
   del argv
-  logging.set_verbosity(logging.INFO)
+  logging_setup.setup()
   if FLAGS.workdir is None or FLAGS.config is None:
     print("error: --config and --workdir are required", file=sys.stderr)
     sys.exit(2)
-  if FLAGS.coordinator_address or os.environ.get(
-      "JOINTCXR_DISTRIBUTED") == "1":
+  distributed = bool(FLAGS.coordinator_address or os.environ.get(
+      "JOINTCXR_DISTRIBUTED") == "1")
+  if distributed:
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes,
                                process_id=FLAGS.process_id)
@@ -472,7 +482,10 @@ def main(argv):
     sys.exit(1)
   if jax.process_index() == 0:
     print(json.dumps({k: v for k, v in result.items()
-                      if isinstance(v, (int, float, str))}, sort_keys=True))
+                      if isinstance(v, (int, float, str))}, sort_keys=True),
+          flush=True)
+  if distributed:  # after every collective and save, before exit
+    jax.distributed.shutdown()
 
 
 if __name__ == "__main__":

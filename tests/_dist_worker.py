@@ -1,10 +1,13 @@
 """One process of the multi-process trainer test (tests/test_train.py).
 
     python tests/_dist_worker.py PROCESS_ID NUM_PROCESSES PORT OUT_DIR \
-        DATA_DIR TOKENIZER
+        DATA_DIR TOKENIZER [MESH SHARDING_RULES]
 
 Runs 3 training steps of LoVT's tiny config on fixed global batches over 4
-devices in total (4 / NUM_PROCESSES per process), then process 0 writes the
+devices in total (4 / NUM_PROCESSES per process) on MESH (default
+`data:-1`) with SHARDING_RULES (default `.*=replicate`; `data:1,fsdp:4`
+with `.*=fsdp(axis=fsdp)` shards parameters across the processes), then
+process 0 writes the
 parameters to OUT_DIR/params.npz. With more than one process it then also
 runs `train.train_and_evaluate` for 2 steps on DATA_DIR (the real input
 pipeline, checkpointing and evaluation across processes) and writes the
@@ -17,6 +20,8 @@ import sys
 
 pid, nproc, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 out_dir, data_dir, tokenizer = sys.argv[4], sys.argv[5], sys.argv[6]
+mesh_spec, rules = (sys.argv[7:9] if len(sys.argv) > 8 else
+                    ("data:-1", ".*=replicate"))
 os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count="
                            f"{4 // nproc}")
 os.environ["JAX_PLATFORMS"] = "cpu"
@@ -70,6 +75,7 @@ def main() -> None:
   config.batch_size = BATCH
   config.input.data_dir = data_dir
   config.input.tokenizer = tokenizer
+  config.mesh, config.sharding_rules = mesh_spec, rules
   tok = tok_lib.load_tokenizer(tokenizer)
   mesh = sharding.make_mesh(config.mesh)
   assert mesh.devices.size == 4, mesh
@@ -81,6 +87,9 @@ def main() -> None:
   opt = optim.Optimizer(config.optim.to_dict(), shapes, config.total_steps,
                         100)
   state, shardings = train.init_state(config, model, opt, mesh, rng)
+  if "fsdp" in rules:  # the parameters really are split across processes
+    specs = [s.spec for s in jax.tree.leaves(shardings["params"])]
+    assert sum("fsdp" in jax.tree.leaves(tuple(p)) for p in specs) >= 10
   step_fn, _ = train.make_steps(config, model, opt, mesh, shardings, tok)
   per = BATCH // nproc
   losses = []

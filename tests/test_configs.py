@@ -11,6 +11,7 @@ import pytest
 
 from configs import common
 from jointcxr import config_validation
+from jointcxr import sharding
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 METHOD_CONFIGS = ("convirt", "clip", "lovt", "joimternet")
@@ -59,8 +60,8 @@ def test_every_config_has_the_stable_keys_and_a_runnable_example(name):
       assert isinstance(c[key], kind), (name, key)
     assert isinstance(c.input.data_dir, str)
     assert isinstance(c.input.tokenizer, str)
-    assert list(c.mesh) == [("data", -1)]
-    assert list(c.sharding_rules) == [(".*", "replicate")]
+    assert sharding.parse_mesh(c.mesh) == [("data", -1)]
+    assert sharding.parse_rules(c.sharding_rules) == [(".*", "replicate")]
     c.input.data_dir = "/d"
     config_validation.check(c)
   doc = importlib.import_module(f"configs.{name}").__doc__
@@ -121,7 +122,8 @@ def test_convirt_and_clip_variants():
 def test_check_lists_every_cross_field_problem():
   c = _get("lovt", "tiny")
   c.batch_size, c.accum_steps, c.nan_policy = 6, 4, "ignore"
-  c.sharding_rules = [(".*", "shard_everything")]
+  c.sharding_rules = ".*=shard_everything"
+  c.mesh = "data:-1,data:2"
   with pytest.raises(ValueError) as e:
     config_validation.check(c)
   msg = str(e.value)
@@ -129,7 +131,9 @@ def test_check_lists_every_cross_field_problem():
   assert "batch_size 6 is not divisible by accum_steps 4" in msg
   assert "nan_policy 'ignore' is not stop|skip" in msg
   assert "input.data_dir is empty" in msg
-  assert "sharding rule ('.*', 'shard_everything')" in msg
+  assert ("sharding rule '.*=shard_everything': unknown sharding tactic "
+          "'shard_everything'") in msg
+  assert "mesh 'data:-1,data:2' names an axis twice" in msg
 
 
 # -------------------------------------------------- command-line errors ---
@@ -140,7 +144,10 @@ from ml_collections import config_flags
 from jointcxr import config_validation
 config_flags.DEFINE_config_file("config", None, "c", lock_config=True)
 config_validation.parse_flags(sys.argv)
-print(flags.FLAGS.config.total_steps, flags.FLAGS.config.optim.lr)
+c = flags.FLAGS.config
+print(c.total_steps, c.optim.lr)
+print(c.mesh)
+print(c.sharding_rules)
 """
 
 
@@ -178,4 +185,21 @@ def test_good_overrides_parse():
   res = _parse("--config=configs/lovt.py:tiny", "--config.total_steps=7",
                "--config.optim.lr=3e-4")
   assert res.returncode == 0, res.stderr
-  assert res.stdout.split() == ["7", "0.0003"]
+  assert res.stdout.splitlines()[0].split() == ["7", "0.0003"]
+
+
+@pytest.mark.parametrize("mesh,rules", [
+    ("data:-1,fsdp:4", ".*=fsdp(axis=fsdp)"),
+    # The Python-literal spelling (the README's before the fields became
+    # strings) still works.
+    ('[("data", -1), ("fsdp", 4)]', '[(".*", "fsdp(axis=\\"fsdp\\")")]'),
+])
+def test_mesh_and_sharding_rules_override_from_the_command_line(mesh, rules):
+  res = _parse("--config=configs/lovt.py:tiny", f"--config.mesh={mesh}",
+               f"--config.sharding_rules={rules}")
+  assert res.returncode == 0, res.stderr
+  got_mesh, got_rules = res.stdout.splitlines()[1:3]
+  assert sharding.parse_mesh(got_mesh) == [("data", -1), ("fsdp", 4)]
+  [(regex, tactic)] = sharding.parse_rules(got_rules)
+  assert regex == ".*"
+  assert sharding.parse_tactic(tactic) == ("fsdp", {"axis": "fsdp"})

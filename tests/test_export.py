@@ -81,7 +81,8 @@ def _config(model_init):
 def test_import_errors_are_clear(tmp_path):
   m = resnet.ResNet(depth=18, width=8)
   v = nn.meta.unbox(m.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1))))
-  params = {"img": v["params"], "txt": {}}
+  params = {"params": {"img": v["params"], "txt": {}},
+            "batch_stats": {"img": v["batch_stats"]}}
   with pytest.raises(export.ImportError_, match="pickled PyTorch files"):
     export.load_pretrained(_config("image=/x/resnet50.pth"), params)
   with pytest.raises(export.ImportError_, match="does not exist"):
@@ -102,5 +103,62 @@ def test_import_errors_are_clear(tmp_path):
   sd["fc.weight"] = np.zeros((10, 64), np.float32)
   save_file(sd, str(f18))
   out = export.load_pretrained(_config(f"image={f18}"), params)
-  np.testing.assert_allclose(out["img"]["conv1"]["kernel"],
+  np.testing.assert_allclose(out["params"]["img"]["conv1"]["kernel"],
                              v["params"]["conv1"]["kernel"], rtol=1e-6)
+  assert jax.tree.structure(out["batch_stats"]) == jax.tree.structure(
+      {"img": v["batch_stats"]})
+
+
+def test_model_init_brings_parameters_and_running_statistics_to_the_trainer(
+    converted_mimic, tokenizer_path, tmp_path):
+  from configs import convirt  # pylint: disable=g-import-not-at-top
+  from jointcxr import train  # pylint: disable=g-import-not-at-top
+  from jointcxr.evaluators import common  # pylint: disable=g-import-not-at-top
+  from jointcxr.models import factory  # pylint: disable=g-import-not-at-top
+  c = convirt.get_config("tiny")
+  c.input.data_dir = str(converted_mimic)
+  c.input.tokenizer = str(tokenizer_path)
+  c.total_steps = 0  # initialise, import, save: the "ImageNet init" baseline
+  c.evals.retrieval.limit = 0
+  # A "pretrained" ResNet in torchvision's layout: other weights than the
+  # trainer's seed gives, and running statistics far from 0 / 1.
+  model = factory.from_config(c, 256)
+  src = nn.meta.unbox(model.init(
+      {"params": jax.random.PRNGKey(1), "dropout": jax.random.PRNGKey(1)},
+      train.dummy_batch(c)))
+  r = np.random.default_rng(0)
+  src_params = jax.device_get(src["params"]["img"])
+  src_stats = jax.tree.map(
+      lambda x: (r.uniform(0.5, 2.0, x.shape) if x.ndim else x).astype(
+          np.float32), jax.device_get(src["batch_stats"]["img"]))
+  src_stats = jax.tree_util.tree_map_with_path(
+      lambda kp, x: x - 1.0 if kp[-1].key == "mean" else x, src_stats)
+  f = tmp_path / "resnet_tv.safetensors"
+  save_file(torch_layout.resnet_to_torchvision(src_params, src_stats), str(f))
+  c.model_init = f"image={f}"
+  train.train_and_evaluate(c, str(tmp_path / "w"))
+
+  loaded = common.load_workdir(str(tmp_path / "w"))
+  assert loaded.step == 0
+  got_params = loaded.variables["params"]["img"]
+  got_stats = loaded.variables["batch_stats"]["img"]
+  # The stem kernel went through the RGB split and back (k / 3 x 3).
+  for a, b in zip(jax.tree.leaves(got_params), jax.tree.leaves(src_params)):
+    np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6, atol=1e-7)
+  for a, b in zip(jax.tree.leaves(got_stats), jax.tree.leaves(src_stats)):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  # The tower of the train state computes what the exported tower does.
+  image = r.normal(size=(2, 64, 64, 1)).astype(np.float32)
+  enc = lambda v: np.asarray(loaded.model.apply(
+      v, image, train=False, method=type(loaded.model).encode_image)[
+          "img_tower"]["global"])
+  exported = {"params": dict(loaded.variables["params"], img=src_params),
+              "batch_stats": dict(loaded.variables["batch_stats"],
+                                  img=src_stats)}
+  fresh = {"params": loaded.variables["params"],
+           "batch_stats": dict(loaded.variables["batch_stats"],
+                               img=jax.device_get(src["batch_stats"]["img"]))}
+  np.testing.assert_allclose(enc(loaded.variables), enc(exported),
+                             rtol=1e-5, atol=1e-5)
+  # ... and not what it would with the initial 0 / 1 statistics (the bug).
+  assert not np.allclose(enc(loaded.variables), enc(fresh), atol=1e-3)

@@ -1,5 +1,8 @@
 """Input pipeline: global sharded batches, exact resume, determinism, eval padding."""
 
+import threading
+import time
+
 import jax
 import numpy as np
 import pytest
@@ -64,6 +67,59 @@ def test_exact_resume_across_epochs_and_determinism(converted_mimic,
   assert not np.array_equal(first[0]["image"], _np(next(other))["image"])
   with pytest.raises(ValueError, match="saved input seed=1"):
     _it(converted_mimic, tokenizer_path, seed=9).restore_state(state)
+
+
+def _prefetch_threads():
+  return [t for t in threading.enumerate() if t.name == "jointcxr-prefetch"
+          and t.is_alive()]
+
+
+def test_prefetch_close_joins_the_producer_midway():
+  # No producer may outlive the program: Python ends a daemon thread that
+  # wakes during finalisation with pthread_exit, which aborts the process
+  # when the thread is inside C++ (tf.data, a device transfer).
+  closed_on = []
+
+  def slow():
+    try:
+      for i in range(1000):
+        time.sleep(0.3)  # the producer is mid-item most of the time
+        yield i
+    finally:
+      closed_on.append(threading.current_thread().name)
+
+  p = pipeline.Prefetch(slow(), 2)
+  assert next(p) == 0
+  p.close()
+  assert not p._thread.is_alive()  # pylint: disable=protected-access
+  assert closed_on == ["jointcxr-prefetch"]  # the generator, on its thread
+  # One nobody closed is joined by the atexit hook (before finalisation).
+  q = pipeline.Prefetch(slow(), 2)
+  assert next(q) == 0
+  pipeline._close_live_prefetch()  # pylint: disable=protected-access
+  assert not q._thread.is_alive()  # pylint: disable=protected-access
+  # Producer errors still reach the consumer.
+  def bad():
+    yield 1
+    raise OSError("disk")
+  r = pipeline.Prefetch(bad(), 2)
+  assert next(r) == 1
+  with pytest.raises(OSError, match="disk"):
+    next(r)
+  r.close()
+
+
+def test_train_iterator_close_leaves_no_thread(converted_mimic,
+                                               tokenizer_path):
+  before = len(_prefetch_threads())
+  it = _it(converted_mimic, tokenizer_path)
+  next(it)
+  assert len(_prefetch_threads()) == before + 1
+  it.close()
+  assert len(_prefetch_threads()) == before
+  next(it)  # a later next restarts it
+  it.close()
+  assert len(_prefetch_threads()) == before
 
 
 def test_processes_get_disjoint_covering_shares(converted_mimic,

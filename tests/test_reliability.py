@@ -1,5 +1,6 @@
 """Reliability: exact resume (in process and after SIGKILL/SIGTERM), checkpoint
-fallback, NaN policy, one-line errors for bad configs and foreign checkpoints."""
+fallback, NaN policy, one-line errors for bad configs and foreign checkpoints,
+clean exits of stop/resume cycles under load."""
 
 import glob
 import json
@@ -15,6 +16,7 @@ import pytest
 
 from configs import lovt
 from jointcxr import checkpointing
+from jointcxr import exit_stress
 from jointcxr import kill_resume
 from jointcxr import train
 
@@ -161,3 +163,42 @@ def test_checkpoint_of_another_model_is_a_one_line_error(
   last = res.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and "checkpoint" in last
   assert "Traceback" not in res.stderr
+
+
+# ------------------------------------------------------------ clean exit ---
+_ABORT = """step 4/4 loss 2.0602 0.5 ex/s
+terminate called after throwing an instance of '('
+FATAL: exception not rethrown
+Fatal Python error: Aborted
+"""
+
+
+def test_exit_stress_recognises_an_abort_at_exit(tmp_path):
+  (tmp_path / "checkpoints" / "4").mkdir(parents=True)
+  final = '{"loss": 2.06, "step": 4}\n'
+  assert exit_stress.check_cycle(0, final, "", str(tmp_path), 4) == []
+  problems = exit_stress.check_cycle(134, final, _ABORT, str(tmp_path), 4)
+  assert problems[0] == "exit status 134 (SIGABRT)"
+  assert "stderr: terminate called after throwing an instance of '('" in (
+      problems)
+  assert "stderr: Fatal Python error: Aborted" in problems
+  assert exit_stress.check_cycle(0, "", "", str(tmp_path), 6) == [
+      "no final metrics line for step 6",
+      "last checkpoint 4, expected 6"]
+
+
+@pytest.mark.slow
+@pytest.mark.serial
+def test_stop_resume_cycles_under_load_exit_cleanly(converted_mimic,
+                                                    tokenizer_path, tmp_path):
+  # A short version of `python -m jointcxr.exit_stress --cycles=10` (see
+  # RELIABILITY.md): each run continues the previous one's checkpoint while
+  # another training job loads the CPU; a deep input prefetch keeps the
+  # tf.data stream busy up to the end, where an unjoined producer used to
+  # abort the interpreter's exit.
+  report = exit_stress.run(
+      "configs/convirt.py:tiny", str(converted_mimic), str(tmp_path),
+      cycles=2, load=1, extra=(f"--config.input.tokenizer={tokenizer_path}",
+                               "--config.input.prefetch=64"))
+  assert report["exit_codes"] == [0, 0], report
+  assert report["ok"], report

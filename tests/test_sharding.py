@@ -109,13 +109,92 @@ def test_optimizer_state_mirrors_parameters():
 
 
 @pytest.mark.parametrize("tactic,message", [
-    ("shard_all", "unknown sharding tactic 'shard_all'; expected replicate, "
-     "fsdp(axis=...) or logical"),
-    ("fsdp(fsdp)", "bad sharding tactic 'fsdp(fsdp)': 'fsdp' is not "
-     "key=value"),
+    ("shard_all", "sharding rule ('.*', 'shard_all'): unknown sharding "
+     "tactic 'shard_all'; expected replicate, fsdp(axis=...) or logical"),
+    ("fsdp(fsdp)", "sharding rule ('.*', 'fsdp(fsdp)'): bad sharding tactic "
+     "'fsdp(fsdp)': 'fsdp' is not key=value"),
 ])
 def test_bad_tactics(tactic, message):
   mesh = sharding.make_mesh([("data", -1)])
   with pytest.raises(ValueError) as e:
     sharding.param_specs(_params(), [(".*", tactic)], mesh)
   assert str(e.value) == message
+
+
+# ----------------------------------------- the command-line string forms ---
+@pytest.mark.parametrize("spec,pairs", [
+    ("data:-1", [("data", -1)]),
+    (" data : 2 , fsdp:4 ", [("data", 2), ("fsdp", 4)]),
+    ("data:2,model:4", [("data", 2), ("model", 4)]),
+    ('[("data", -1), ("fsdp", 4)]', [("data", -1), ("fsdp", 4)]),
+    ([("data", 4), ("fsdp", 2)], [("data", 4), ("fsdp", 2)]),
+    ([["data", -1]], [("data", -1)]),  # as config.json stores it
+])
+def test_parse_mesh(spec, pairs):
+  assert sharding.parse_mesh(spec) == pairs
+  assert sharding.parse_mesh(sharding.format_mesh(pairs)) == pairs
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("data", "mesh 'data': 'data' is not name:size (e.g. data:-1,fsdp:4)"),
+    ("data:x", "mesh 'data:x': size 'x' of axis 'data' is not a positive "
+     "integer or -1"),
+    ("data:0", "mesh 'data:0': size '0' of axis 'data' is not a positive "
+     "integer or -1"),
+    ("data:1.5", "mesh 'data:1.5': size '1.5' of axis 'data' is not a "
+     "positive integer or -1"),
+    ("da ta:8", "mesh 'da ta:8': axis name 'da ta' is not an identifier"),
+    ("data:2,data:4", "mesh 'data:2,data:4' names an axis twice"),
+    ("", "mesh '' has no axes"),
+    ("[(", "mesh '[(': not a Python literal of pairs"),
+])
+def test_parse_mesh_errors(spec, message):
+  with pytest.raises(ValueError) as e:
+    sharding.parse_mesh(spec)
+  assert str(e.value) == message
+
+
+def test_make_mesh_from_the_string_form():
+  m = sharding.make_mesh("data:-1,fsdp:4")
+  assert dict(m.shape) == {"data": 2, "fsdp": 4}
+  with pytest.raises(ValueError, match=r"^mesh 'data:3,fsdp:-1' does not "
+                     "fit 8 devices$"):
+    sharding.make_mesh("data:3,fsdp:-1")
+
+
+@pytest.mark.parametrize("spec,pairs", [
+    (".*=replicate", [(".*", "replicate")]),
+    (".*=fsdp(axis=fsdp)", [(".*", "fsdp(axis=fsdp)")]),
+    ("^txt/=fsdp(axis=fsdp); .*=replicate",
+     [("^txt/", "fsdp(axis=fsdp)"), (".*", "replicate")]),
+    ("(img|txt)/kernel=logical", [("(img|txt)/kernel", "logical")]),
+    ("a=b=fsdp", [("a=b", "fsdp")]),  # "=" may appear in the regex
+    ('[(".*", "fsdp(axis=\'fsdp\')")]', [(".*", "fsdp(axis='fsdp')")]),
+    ("", []),
+])
+def test_parse_rules(spec, pairs):
+  assert sharding.parse_rules(spec) == pairs
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("replicate", "sharding rule 'replicate' is not REGEX=TACTIC (TACTIC: "
+     "replicate, fsdp(axis=NAME) or logical; rules separated by ;)"),
+    (".*=shard_all", "sharding rule '.*=shard_all': unknown sharding tactic "
+     "'shard_all'; expected replicate, fsdp(axis=...) or logical"),
+    ("(=fsdp", "sharding rule '(=fsdp': bad regex (missing ), unterminated "
+     "subpattern at position 0)"),
+    ("[1]", "sharding rule 1 is not (regex, tactic)"),
+])
+def test_parse_rules_errors(spec, message):
+  with pytest.raises(ValueError) as e:
+    sharding.parse_rules(spec)
+  assert str(e.value) == message
+
+
+def test_string_rules_give_the_same_specs_as_pairs():
+  mesh = sharding.make_mesh("data:4,fsdp:2")
+  assert sharding.param_specs(
+      _params(), "^img/kernel$=replicate;.*=fsdp(axis=fsdp)", mesh) == (
+          sharding.param_specs(_params(), [(r"^img/kernel$", "replicate"),
+                                           (".*", "fsdp(axis='fsdp')")],
+                               mesh))

@@ -71,13 +71,13 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _run_workers(nproc, out, converted_mimic, tokenizer_path):
+def _run_workers(nproc, out, converted_mimic, tokenizer_path, layout):
   port = str(_free_port())
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   env.pop("XLA_FLAGS", None)
   procs = [subprocess.Popen(
       [sys.executable, WORKER, str(i), str(nproc), port, str(out),
-       str(converted_mimic), str(tokenizer_path)], env=env,
+       str(converted_mimic), str(tokenizer_path), *layout], env=env,
       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
            for i in range(nproc)]
   logs = []
@@ -92,14 +92,22 @@ def _run_workers(nproc, out, converted_mimic, tokenizer_path):
     assert p.returncode == 0, log[-4000:]
 
 
+# (mesh, sharding rules) over the 4 devices of both runs: data parallel with
+# replicated parameters, and FSDP with every large parameter split over the
+# 4 devices, i.e. across the two processes.
+LAYOUTS = {"replicated": ("data:-1", ".*=replicate"),
+           "fsdp": ("data:1,fsdp:4", ".*=fsdp(axis=fsdp)")}
+
+
 @pytest.mark.serial
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_two_processes_match_one_process(converted_mimic, tokenizer_path,
-                                         tmp_path):
+                                         tmp_path, layout):
   one, two = tmp_path / "one", tmp_path / "two"
   one.mkdir()
   two.mkdir()
-  _run_workers(1, one, converted_mimic, tokenizer_path)
-  _run_workers(2, two, converted_mimic, tokenizer_path)
+  _run_workers(1, one, converted_mimic, tokenizer_path, LAYOUTS[layout])
+  _run_workers(2, two, converted_mimic, tokenizer_path, LAYOUTS[layout])
   a, b = np.load(one / "params.npz"), np.load(two / "params.npz")
   assert sorted(a.files) == sorted(b.files) and len(a.files) > 50
   # Adam turns float-noise gradients (e.g. of a bias followed by BatchNorm,

@@ -101,12 +101,24 @@ def test_manifest_counts_hashes_and_tfds_loads_every_split(tmp_path):
       ("p1", "planned_out")]
 
 
-def test_each_skip_is_logged_on_one_line(tmp_path, caplog):
+def test_skips_are_logged_one_line_per_reason(tmp_path, caplog):
   caplog.set_level(logging.INFO)
-  _run(tmp_path, _jobs({"train": _items("train", 2) + [
-      {"id": "boom7", "v": 0.0}]}))
+  jobs = _jobs({"train": _items("train", 2) + [
+      {"id": "boom7", "v": 0.0}, {"id": "bad1", "v": 0.0},
+      {"id": "bad2", "v": 0.0}]})
+  _run(tmp_path, jobs)
+  lines = [r.getMessage() for r in caplog.records]
+  assert [m for m in lines if m.startswith("skipped ")] == [
+      "skipped 2 x bad_item (ids in skipped.csv; --verbose lists them)",
+      "skipped 1 x encode_error_ValueError (ids in skipped.csv; --verbose "
+      "lists them)"]
+  # --verbose (the data_prep.skipped logger at INFO): one line per item too.
+  caplog.clear()
+  caplog.set_level(logging.INFO, logger="data_prep.skipped")
+  _run(tmp_path / "v", jobs)
   lines = [r.getMessage() for r in caplog.records]
   assert "skipped boom7: encode_error_ValueError" in lines
+  assert "skipped bad2: bad_item" in lines
   # where it happened, never the message (it could quote a report)
   assert [m for m in lines if m.startswith("boom7: ValueError raised at "
                                            "test_writer.py:")]
@@ -241,6 +253,12 @@ def test_cli_one_line_errors_and_exit_codes(capsys):
     assert "Traceback" not in err[0]
   assert _toy_cli(["--output_dir=o", "--n=3"], ok) == 0
   assert "written {'train': 3}" in capsys.readouterr().out
+  assert writer.SKIP_LOG.level == logging.WARNING
+  assert _toy_cli(["--output_dir=o", "--verbose"], ok) == 0
+  assert writer.SKIP_LOG.level == logging.INFO
+  assert _toy_cli(["--output_dir=o"], ok) == 0
+  assert writer.SKIP_LOG.level == logging.WARNING
+  capsys.readouterr()
   assert _toy_cli(["--help"], ok) == 0
   out = capsys.readouterr().out
   assert out.startswith("Toy converter.") and "--output_dir" in out

@@ -11,6 +11,7 @@ previous one.
 from typing import Sequence
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 SCHEMA_VERSION = "1.1.0"  # 1.1: + report_features (reports-only sets)
@@ -134,3 +135,32 @@ def localized_features(
       }),
       "phrase": tfds.features.Text(),
   })
+
+
+class KeepEncoded(tfds.decode.Decoder):
+  """A `decoders=` entry that leaves images (or a Sequence of them) encoded.
+
+  Same result as `tfds.decode.SkipDecoding()`, without its deprecation
+  warnings: on a Sequence feature tfds maps an identity over the elements
+  with `tf.map_fn(dtype=...)` and reads `TensorInfo.dtype`, both deprecated
+  (one warning each per dataset built, i.e. per epoch and eval pass).
+  """
+
+  @property
+  def dtype(self):
+    return tf.nest.map_structure(lambda t: t.tf_dtype,
+                                 self.feature.get_serialized_info())
+
+  def decode_example(self, serialized_example):
+    return serialized_example
+
+  def decode_batch_example(self, serialized_example):
+    return serialized_example
+
+  def decode_ragged_example(self, serialized_example):
+    return serialized_example
+
+
+def skip_image_decoding() -> dict:
+  """`decoders=` of `as_dataset` keeping the study images encoded."""
+  return {"images": KeepEncoded()}

@@ -33,10 +33,12 @@ first image of each study, one pass; every process yields the same number
 of batches, the last ones padded with `mask` False.
 """
 
+import atexit
 import dataclasses
 import queue
 import threading
 from typing import Any, Iterator
+import weakref
 
 from absl import logging
 import jax
@@ -198,7 +200,7 @@ def _read(builder, subsplit: str, shuffle_seed: int | None):
   cfg = tfds.ReadConfig(shuffle_seed=shuffle_seed, interleave_cycle_length=4)
   return builder.as_dataset(
       split=subsplit, shuffle_files=shuffle_seed is not None, read_config=cfg,
-      decoders={"images": tfds.decode.SkipDecoding()})
+      decoders=features_lib.skip_image_decoding())
 
 
 def epoch_dataset(spec: Spec, builder, subsplit: str, *, epoch: int,
@@ -253,8 +255,13 @@ def to_global(batch: dict, mesh: Mesh, data_axis: Any = "data") -> dict:
 class Prefetch:
   """Runs an iterator `size` items ahead in a daemon thread.
 
-  Exceptions of the producer are re-raised by `__next__`; `close` stops the
-  thread at its next item.
+  Exceptions of the producer are re-raised by `__next__`. `close` stops the
+  producer and joins its thread; a producer still alive when the
+  interpreter exits is closed by an `atexit` hook. Python (3.11) ends a
+  daemon thread that wakes up during interpreter finalisation with
+  `pthread_exit`, which aborts the process ("FATAL: exception not
+  rethrown") when the thread is inside C++ code such as tf.data's
+  `GetNext` or a device transfer; so no producer may outlive the program.
   """
 
   def __init__(self, it: Iterator, size: int):
@@ -262,7 +269,8 @@ class Prefetch:
     self._stop = threading.Event()
     self._done = object()
     self._thread = threading.Thread(target=self._run, args=(it,),
-                                    daemon=True)
+                                    name="jointcxr-prefetch", daemon=True)
+    _LIVE_PREFETCH.add(self)
     self._thread.start()
 
   def _put(self, item) -> bool:
@@ -279,10 +287,18 @@ class Prefetch:
       for item in it:
         if not self._put(item):
           return
+      self._put(self._done)
     except Exception as e:  # pylint: disable=broad-except  # re-raised later
       self._put(e)
-      return
-    self._put(self._done)
+    finally:
+      # A generator's tf.data iterator is released here, on this thread,
+      # rather than whenever (and on whichever thread) it is collected.
+      close = getattr(it, "close", None)
+      if close is not None:
+        try:
+          close()
+        except Exception:  # pylint: disable=broad-except
+          logging.exception("closing the prefetched iterator failed")
 
   def __iter__(self):
     return self
@@ -296,8 +312,29 @@ class Prefetch:
       raise item
     return item
 
-  def close(self) -> None:
+  def close(self, timeout: float = 120.0) -> None:
+    """Stops the producer and waits (up to `timeout` s) for its thread.
+
+    The producer stops after the item it is making (a batch: tf.data and
+    the device transfer are not interrupted midway).
+    """
     self._stop.set()
+    if self._thread is not threading.current_thread():
+      self._thread.join(timeout)
+      if self._thread.is_alive():
+        logging.warning("input prefetch thread still running %.0f s after "
+                        "close", timeout)
+    _LIVE_PREFETCH.discard(self)
+
+
+_LIVE_PREFETCH: "weakref.WeakSet[Prefetch]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_live_prefetch() -> None:
+  """Joins producers nobody closed (atexit runs before finalisation)."""
+  for p in list(_LIVE_PREFETCH):
+    p.close()
 
 
 class TrainIterator:
@@ -373,7 +410,7 @@ class TrainIterator:
     return batch
 
   def close(self) -> None:
-    """Stops the prefetch thread (a later `next` restarts it)."""
+    """Stops and joins the prefetch thread (a later `next` restarts it)."""
     if self._it is not None:
       self._it.close()
       self._it = None
@@ -582,6 +619,10 @@ class EvalIterator:
 
   def __next__(self) -> dict:
     return next(self._it)
+
+  def close(self) -> None:
+    """Stops the prefetch thread (needed only when not read to the end)."""
+    self._it.close()
 
 
 def eval_iterator(data_dir: str, *, split: str, global_batch_size: int,

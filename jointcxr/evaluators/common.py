@@ -15,12 +15,13 @@ import os
 from typing import Any
 
 from absl import logging
-
+import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
 import ml_collections as mlc
 import numpy as np
 
+from jointcxr import sharding
 from jointcxr.data import pipeline
 from jointcxr.data import tokenizer as tok_lib
 
@@ -198,12 +199,15 @@ def embed_split(loaded: Loaded, data_dir: str, split: str, *,
   # every input there keeps the computation (and its outputs) local even
   # inside a training loop's global `jax.set_mesh` context, where results
   # would otherwise span other hosts' devices and could not be fetched.
+  # The trainer's logical-axis rules are switched off too: they name its
+  # mesh axes (fsdp, model, ...), which this one-device mesh does not have,
+  # and constraints mean nothing on one device.
   dev = jax.local_devices()[0]
   local_mesh = jax.sharding.Mesh(np.array([dev]), ("data",))
   variables = jax.device_put(loaded.variables, dev)
   put = lambda x: jax.device_put(np.asarray(x), dev)
   keep = {k: [] for k in ("img", "txt", "feat", "labels", "present", "sid")}
-  with jax.set_mesh(local_mesh):
+  with jax.set_mesh(local_mesh), nn.logical_axis_rules(()):
     for b in gen:
       zi, feat = enc_img(variables, put(b["image"]))
       if text_mode == "sentence_mean":
@@ -244,14 +248,19 @@ def run_in_training(config, model, state, tok, mesh) -> dict:
   variables = {"params": state["params"]}
   if state.get("batch_stats"):
     variables["batch_stats"] = state["batch_stats"]
-  loaded = Loaded(config, model, jax.device_get(variables), tok, None,
+  # Every process needs the whole parameters (an all-gather under FSDP
+  # across hosts, hence before the split check: all processes take part).
+  loaded = Loaded(config, model, sharding.host_value(variables), tok, None,
                   "training")
   try:
-    emb = embed_split(loaded, config.input.data_dir, ev.split,
-                      batch_size=ev.batch_size, limit=ev.limit)
+    pipeline.open_split(config.input.data_dir, ev.split)
   except ValueError as e:  # e.g. no validation split in this dataset
     logging.warning("in-training retrieval evaluation skipped: %s", e)
     return {}
+  # Any other error is a bug and surfaces (an evaluation that silently
+  # skips itself under some meshes is worse than a failed run).
+  emb = embed_split(loaded, config.input.data_dir, ev.split,
+                    batch_size=ev.batch_size, limit=ev.limit)
   del mesh
   return {f"val/{k}": v for k, v in retrieval.metrics(
       emb, ks=(1, 5, 10), pool_size=None).items()}
