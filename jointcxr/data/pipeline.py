@@ -583,6 +583,10 @@ class EvalIterator:
   def __next__(self) -> dict:
     return next(self._it)
 
+  def close(self) -> None:
+    """Stops the prefetch thread (a pass ended early, or on an error)."""
+    self._it.close()
+
 
 def eval_iterator(data_dir: str, *, split: str, global_batch_size: int,
                   tokenizer, image_size: int, max_tokens: int,
