@@ -9,6 +9,11 @@ its share of the global batch, only process 0 writes. Work is never lost:
 checkpoints are async and regular, SIGTERM saves and exits cleanly, and a
 restart in the same workdir continues exactly (input position and RNG are
 part of the checkpoint).
+
+Training health (README): every log step records both towers' embedding
+statistics, sim/pos vs sim/neg and the global loss over ln(B), and warns
+when that stays at chance; with `config.val`, the validation loss drives
+early stopping (`config.early_stopping`) and a best checkpoint.
 """
 
 import json
