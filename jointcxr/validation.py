@@ -8,6 +8,11 @@ the objective logs (`val/loss/global_over_lnB`, `val/sim/pos`, ...) and the
 embedding statistics of the validation embeddings (`val/health/...`). The
 trainer (`jointcxr.train`) feeds `val/<early_stopping.metric>` to its early
 stopping and best-checkpoint selection.
+
+Reports enter whole (the eval pipeline has no text augmentation), also for
+configs that train on one random sentence per report (ConVIRT, CLIP*): the
+loss is then measured slightly off the training distribution, but on the
+same inputs at every validation, which is what early stopping compares.
 """
 
 import jax

@@ -115,7 +115,9 @@ def test_early_stopping_and_the_best_checkpoint(stopped, converted_mimic):
   # The validation loss is the objective of the eval-mode embeddings of the
   # validation split (4 studies: one batch of 8 with 4 padded rows), and
   # its chance ratio is to ln(4), the real candidates.
-  emb = common.embed_split(b, str(converted_mimic), "validate", batch_size=8)
+  # (Whole reports, as the eval pipeline feeds the validation step.)
+  emb = common.embed_split(b, str(converted_mimic), "validate", batch_size=8,
+                           text_mode="report")
   n = len(emb.img)
   assert val[2]["val/examples"] == n
   loss, aux = objectives.compute("convirt", {}, {"img_global": emb.img,
