@@ -147,7 +147,7 @@ def base(method: str) -> mlc.ConfigDict:
 
   # Training health: warn when the global InfoNCE loss stays at chance.
   c.health = mlc.ConfigDict()
-  c.health.chance_tol = 0.02   # |loss / ln(B) - 1| <= tol is "at chance"
+  c.health.chance_tol = 0.02   # mean loss / ln(B) >= 1 - tol: "at chance"
   c.health.chance_window = 5   # for this many consecutive logged values
   c.health.chance_after = 0.1  # after max(warmup_steps, this * total_steps)
   return c

@@ -9,9 +9,10 @@ jitted steps replicated, so every process decides the same).
 embeddings, every InfoNCE direction is -log(1/B) = ln(B). The trainer logs
 the global contrastive loss divided by ln(B) (`loss/global_over_lnB`,
 objectives.py); `stuck_at_chance` says whether the mean of the last
-`window` logged values after the warm-up lies within `tol` of 1, and
-`ChanceMonitor` turns that into one clear warning per run (repeated at the
-end of training if the run is still there).
+`window` logged values after the warm-up is still >= 1 - `tol` (chance is
+a floor for uninformative embeddings, see there), and `ChanceMonitor`
+turns that into one clear warning per run (repeated at the end of
+training if the run is still there).
 
 **Early stopping** (LoVT: on `val/total_loss`, patience 10 validations,
 min_delta 1e-5): `EarlyStopping.update` records each validation value,
@@ -28,24 +29,29 @@ def stuck_at_chance(history: Sequence[Sequence[float]], *, after_step: int,
                     window: int, tol: float) -> bool:
   """Whether the loss has stayed at chance level after the warm-up.
 
-  The window's mean is judged, not each value: a step's loss at chance
-  still fluctuates with the batch (at B = 8 by several percent of ln(B)),
-  while a learning run's mean leaves the band and stays out.
+  Chance is a floor, not a point: for embeddings that carry no information
+  about which text pairs with which image (the positive's score is then
+  exchangeable with the negatives'), E[loss] >= ln(B), because a
+  logsumexp over B scores is at least their mean plus ln(B); equality
+  holds only when all scores are equal (collapse). So the run is "at
+  chance" when the loss has not gone below (1 - tol) ln(B): within `tol`
+  of ln(B), or above it. The window's mean is judged, not each value: a
+  step's loss still fluctuates with the batch (at B = 8 by several percent
+  of ln(B)), while a learning run's mean drops below the band and stays.
 
   Args:
     history: `(step, loss / ln(B))` pairs in logging order.
     after_step: only values logged at steps > this count (the warm-up).
     window: how many of the latest such values are averaged.
-    tol: relative band: |mean ratio - 1| <= tol is "at chance" (a NaN in
+    tol: relative band: a mean ratio >= 1 - tol is "at chance" (a NaN in
       the window never is).
 
   Returns:
     True when at least `window` values were logged after `after_step` and
-    the mean of the last `window` of them is within the band.
+    the mean of the last `window` of them is >= 1 - tol.
   """
   recent = [float(r) for s, r in history if s > after_step][-window:]
-  return len(recent) >= window and abs(
-      sum(recent) / len(recent) - 1.0) <= tol
+  return len(recent) >= window and sum(recent) / len(recent) >= 1.0 - tol
 
 
 def chance_message(history: Sequence[Sequence[float]], *, window: int,
@@ -57,16 +63,17 @@ def chance_message(history: Sequence[Sequence[float]], *, window: int,
   ln_b = math.log(batch_size)
   return (
       f"training health: the global contrastive loss has stayed within "
-      f"{100 * tol:.0f}% of ln(B) = ln({batch_size}) = {ln_b:.3f} over the "
-      f"last {len(recent)} logged values (steps {first}-{last}; loss/ln(B) "
-      f"mean {sum(ratios) / len(ratios):.4f}, range {min(ratios):.4f}-"
-      f"{max(ratios):.4f}; loss now {ratios[-1] * ln_b:.4f}): "
-      f"the embeddings are not learning to tell pairs apart (chance level; "
-      f"often collapsed, near-constant embeddings; compare sim/pos with "
-      f"sim/neg and health/*_eff_rank). Check the augmentation strength "
-      f"(input.image_aug), the learning rate and its warm-up (optim.lr, "
-      f"optim.warmup_steps) and the text mode (input.text_aug, the "
-      f"tokenizer).")
+      f"{100 * tol:.0f}% of ln(B) = ln({batch_size}) = {ln_b:.3f} or above "
+      f"it over the last {len(recent)} logged values (steps {first}-{last}; "
+      f"loss/ln(B) mean {sum(ratios) / len(ratios):.4f}, range "
+      f"{min(ratios):.4f}-{max(ratios):.4f}; loss now "
+      f"{ratios[-1] * ln_b:.4f}): that is chance level, what embeddings "
+      f"that carry nothing about which report goes with which image score; "
+      f"the model is not learning (often: collapsed, near-constant "
+      f"embeddings; compare sim/pos with sim/neg and health/*_eff_rank). "
+      f"Check the augmentation strength (input.image_aug), the learning "
+      f"rate and its warm-up (optim.lr, optim.warmup_steps) and the text "
+      f"mode (input.text_aug, the tokenizer).")
 
 
 @dataclasses.dataclass

@@ -47,8 +47,9 @@ def test_untrained_run_logs_health_and_warns_at_chance(
   c.health.chance_after = 0.25   # judged after step 2
   result = train.train_and_evaluate(c, str(tmp_path))
   out = capsys.readouterr().out
-  # Steps 3-5 average within 2% of ln(8): one warning, at step 5, that
-  # says what it means and what to check; it is repeated at the end.
+  # Untrained: steps 3-5 average at or above ln(8) (chance), one warning
+  # at step 5 that says what it means and what to check, repeated at the
+  # end.
   assert result["health/chance_warning_step"] == 5
   warnings = [ln for ln in out.splitlines() if ln.startswith("WARNING: ")]
   assert len(warnings) == 2, out
@@ -63,7 +64,7 @@ def test_untrained_run_logs_health_and_warns_at_chance(
     assert r["loss/global"] == pytest.approx(r["loss"], rel=1e-6)
     assert r["loss/global_over_lnB"] == pytest.approx(
         r["loss"] / math.log(8), rel=1e-5)
-    assert abs(r["loss/global_over_lnB"] - 1.0) < 0.1
+    assert 0.95 <= r["loss/global_over_lnB"] < 1.1
     for tower in ("img", "txt"):
       assert 1.0 <= r[f"health/{tower}_eff_rank"] <= 8.0
       assert 0.0 < r[f"health/{tower}_std"] < 1.0
