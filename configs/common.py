@@ -134,6 +134,25 @@ def base(method: str) -> mlc.ConfigDict:
   c.evals = mlc.ConfigDict()
   c.evals.retrieval = mlc.ConfigDict(dict(split="validate", limit=1000,
                                           batch_size=64))
+
+  # Validation loss (the method's objective, eval mode, full global
+  # batches) with early stopping and best-checkpoint selection.
+  c.val = mlc.ConfigDict()
+  c.val.every_steps = 0      # 0: off; -1: once per epoch; N: every N steps
+  c.val.split = "validate"
+  c.val.batches = 8          # global batches per validation (0: the split)
+  c.val.keep_best = True     # best state by the metric -> checkpoints_best/
+  c.early_stopping = mlc.ConfigDict()
+  c.early_stopping.patience = 0      # validations without improvement; 0: off
+  c.early_stopping.min_delta = 1e-5
+  c.early_stopping.metric = "val/loss"
+  c.early_stopping.mode = "min"      # min | max
+
+  # Training health: warn when the global InfoNCE loss stays at chance.
+  c.health = mlc.ConfigDict()
+  c.health.chance_tol = 0.02   # mean loss / ln(B) >= 1 - tol: "at chance"
+  c.health.chance_window = 5   # for this many consecutive logged values
+  c.health.chance_after = 0.1  # after max(warmup_steps, this * total_steps)
   return c
 
 
@@ -192,6 +211,8 @@ def tiny(c: mlc.ConfigDict) -> mlc.ConfigDict:
   # Reports name sides ("left effusion"): a flip makes the pair disagree.
   # LoVT flips anyway (its default); the small configs do not.
   c.input.hflip = False
+  c.val.every_steps = 0  # seconds-long runs: set it to see val/loss
+  c.early_stopping.patience = 0
   if c.model.image_model == "resnet":
     # Stride 16: a 4 x 4 region grid at 64 px (2 x 2 at stride 32 is too
     # coarse for local losses, grounding and segmentation probes).

@@ -25,6 +25,10 @@ def get_config(arg: str | None = None):
   c.optim.lr = 1e-4
   c.optim.wd = 0.0
   c.optim.frozen = (r"^txt/embed_", r"^txt/encoder/layer_[0-5]/")
+  # LoVT (and its ConVIRT / CLIP* runs) validate every epoch and
+  # early-stop on the validation loss: patience 10, min_delta 1e-5.
+  c.val.every_steps = -1
+  c.early_stopping.patience = 10
   if a.tiny:
     common.tiny(c)
     c.optim.frozen = ()

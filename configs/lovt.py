@@ -31,6 +31,10 @@ def get_config(arg: str | None = None):
   c.optim.wd = 1e-6
   c.optim.schedule = "cosine_per_epoch"
   c.optim.frozen = (r"^txt/embed_", r"^txt/encoder/layer_[0-5]/")
+  # LoVT (and its ConVIRT / CLIP* runs) validate every epoch and
+  # early-stop on the validation loss: patience 10, min_delta 1e-5.
+  c.val.every_steps = -1
+  c.early_stopping.patience = 10
   if a.tiny:
     common.tiny(c)
     c.accum_steps = 2

@@ -143,3 +143,27 @@ def accumulated_grads(
   zeros = jax.tree.map(jnp.zeros_like, params)
   grads, _ = jax.lax.scan(bwd, zeros, jnp.arange(k))
   return loss, aux, grads, new_bs
+
+
+def micro_forward(forward: Callable[[dict], dict], batch: dict, k: int
+                  ) -> dict:
+  """Outputs the loss consumes over a batch, computed k micro-batches at a
+  time (for evaluation: the validation loss of an accumulated config sees
+  the same full batch as training without its activation memory).
+
+  Args:
+    forward: micro-batch -> model outputs (no gradient, no state update).
+    batch: the global batch.
+    k: number of micro-batches (1: one forward of the whole batch).
+
+  Returns:
+    The outputs over the whole batch, rows in batch order (shared outputs
+    such as grid positions or the learned temperature: micro-batch 0's).
+  """
+  if k <= 1:
+    return _loss_relevant(forward(batch))
+  stacked = jax.lax.map(lambda mb: _loss_relevant(forward(mb)),
+                        split_micro(batch, k))
+  shared = {kk: stacked.pop(kk)[0] for kk in SHARED_OUTPUTS
+            if kk in stacked}
+  return {**merge_micro(stacked), **shared}

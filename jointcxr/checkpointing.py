@@ -17,6 +17,10 @@ unreadable (a truncated or overwritten file) is moved aside to
 `<step>.unreadable-<n>` and the previous one is tried, with a warning line;
 a checkpoint of another model (different tree or shapes) is a one-line
 `CheckpointError` naming the mismatch, never a silent partial load.
+
+With validation on, the trainer keeps a second directory, `BEST_DIR`, with
+the single best state by the validation metric (params, batch_stats and
+step only); `jointcxr.evaluators.common.load_workdir(w, "best")` loads it.
 """
 
 import os
@@ -26,6 +30,11 @@ from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
+
+
+# Sibling of a workdir's `checkpoints/` holding the best state by the
+# validation metric (params, batch_stats, step; see jointcxr.train).
+BEST_DIR = "checkpoints_best"
 
 
 class CheckpointError(RuntimeError):
@@ -156,6 +165,18 @@ class Checkpointer:
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("checkpoint_set_aside")
     self.manager.reload()
+
+  def delete_after(self, step: int) -> list[int]:
+    """Deletes saved steps newer than `step`; returns them.
+
+    A run resumed at `step` recomputes what came after it, so newer
+    checkpoints (the best-by-validation ones of `BEST_DIR`) belong to an
+    abandoned future and would otherwise outrank the recomputed ones.
+    """
+    gone = [s for s in self.all_steps() if s > step]
+    for s in gone:
+      self.manager.delete(s)
+    return gone
 
   def reached_preemption(self, step: int) -> bool:
     """Whether a multi-host preemption notice asks to save at `step`."""

@@ -113,5 +113,43 @@ def check(config: Any) -> None:
       parse(value)
     except ValueError as e:
       problems.append(str(e))
+  problems += _health_problems(config)
   if problems:
     raise ValueError("bad config: " + "; ".join(problems))
+
+
+def _health_problems(config: Any) -> list[str]:
+  """Problems of the `val`, `early_stopping` and `health` sections."""
+  problems = []
+  v, es, h = config.val, config.early_stopping, config.health
+  if v.every_steps < -1:
+    problems.append(f"val.every_steps must be -1 (every epoch), 0 (off) or "
+                    f"> 0, got {v.every_steps}")
+  if v.batches < 0:
+    problems.append(f"val.batches must be >= 0 (0: the whole split), got "
+                    f"{v.batches}")
+  if v.every_steps and not v.split:
+    problems.append("val.split is empty")
+  if es.patience < 0:
+    problems.append(f"early_stopping.patience must be >= 0, got "
+                    f"{es.patience}")
+  if es.patience > 0 and not v.every_steps:
+    problems.append(f"early_stopping.patience {es.patience} needs a "
+                    "validation loss: set val.every_steps (-1: every epoch)")
+  if es.min_delta < 0:
+    problems.append(f"early_stopping.min_delta must be >= 0, got "
+                    f"{es.min_delta}")
+  if es.mode not in ("min", "max"):
+    problems.append(f"early_stopping.mode {es.mode!r} is not min|max")
+  if not str(es.metric).startswith("val/"):
+    problems.append(f"early_stopping.metric {es.metric!r} is not a "
+                    "validation value (val/...)")
+  if not 0.0 < h.chance_tol < 1.0:
+    problems.append(f"health.chance_tol {h.chance_tol} is not in (0, 1)")
+  if h.chance_window < 1:
+    problems.append(f"health.chance_window must be >= 1, got "
+                    f"{h.chance_window}")
+  if not 0.0 <= h.chance_after <= 1.0:
+    problems.append(f"health.chance_after {h.chance_after} is not in "
+                    "[0, 1]")
+  return problems

@@ -102,6 +102,10 @@ def train_config(method_module: str, data_dir: str, steps: int, size: int,
   cfg.optim.schedule = "warmup_cosine"
   cfg.optim.warmup_steps = max(1, steps // 20)
   cfg.evals.retrieval.limit = 256
+  # Validation loss + embedding health every few logs (a collapsed run is
+  # then visible in val/loss/global_over_lnB, not only in the train loss).
+  cfg.val.every_steps = max(50, steps // 6)
+  cfg.val.batches = 4
   return cfg
 
 

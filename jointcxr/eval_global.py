@@ -6,8 +6,10 @@ r"""Global evaluation binary: retrieval, linear probe, zero-shot (+ Hsu tables).
 Loads the newest checkpoint of the training workdir W (or the exported
 model in `--config.model_dir`), embeds the evaluation split, and writes
 `W/eval/global.json` (flat keys such as `retrieval/i2t/R@1`,
-`retrieval_1000/t2i/R@5`, `probe/auroc_mean`, `zeroshot/auroc_mean`) and
-`W/eval/global.md`.
+`retrieval_1000/t2i/R@5`, `probe/auroc_mean`, `zeroshot/auroc_mean`, the
+embedding health `health/{img,txt}_{std,uniformity,eff_rank}`, `sim/pos`,
+`sim/neg`) and `W/eval/global.md`. `--config.checkpoint=best` evaluates the
+best state by validation loss instead of the newest.
 """
 
 import os
@@ -25,6 +27,7 @@ from jointcxr import config_validation
 from jointcxr import logging_setup
 from jointcxr.evaluators import classification
 from jointcxr.evaluators import common
+from jointcxr.evaluators import embedding_stats
 from jointcxr.evaluators import report
 from jointcxr.evaluators import retrieval
 
@@ -55,7 +58,7 @@ def _prompt_encoder(loaded):
 def evaluate(config, workdir: str) -> dict:
   """Runs the global evaluation; returns the metric dict (also written)."""
   source = config.model_dir or workdir
-  loaded = common.load(source)
+  loaded = common.load(source, config.get("checkpoint", "latest"))
   data_dir = config.input.data_dir or loaded.config.input.data_dir
   if not data_dir:
     raise ValueError("set --config.input.data_dir (no data_dir in the model "
@@ -66,6 +69,9 @@ def evaluate(config, workdir: str) -> dict:
                            batch_size=config.batch_size, limit=limit,
                            text_mode=config.text_mode)
   out = retrieval.metrics(emb, pool_size=config.pool_size)
+  # The same health statistics the trainer logs (health/img_eff_rank, ...,
+  # sim/pos, sim/neg): a collapsed model shows here as well.
+  out.update(embedding_stats.host_stats(emb.img, emb.txt))
   y_test = classification.binary_labels(emb.labels, emb.labels_present,
                                         config.uncertain)
   if config.probe:

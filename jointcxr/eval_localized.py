@@ -147,7 +147,7 @@ def run_task(spec: str, config, towers: dict, keep: dict | None = None
 def evaluate(config, workdir: str, keep: dict | None = None) -> dict:
   """All configured tasks + grounding; writes JSON and Markdown."""
   source = config.model_dir or workdir
-  loaded = common.load(source)
+  loaded = common.load(source, config.get("checkpoint", "latest"))
   towers = {"model": probes.image_tower(loaded.config.model,
                                         loaded.variables)}
   for b in config.baselines:

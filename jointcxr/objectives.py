@@ -29,6 +29,16 @@ Methods and their total loss:
   step: `mlm_inputs` (masking with the config's settings) and `mlm_step`
   (loss).
 
+Every method logs `sim/pos` / `sim/neg` (mean cosine of positive and
+negative pairs). The InfoNCE-based ones (lovt, convirt, clip, and
+joimternet's DAMSM sentence term, a sum of two InfoNCE directions) also log
+`loss/global` (their global term as a per-direction mean) and
+`loss/global_over_lnB`, that divided by ln(B) for the B valid examples:
+1.0 is chance, what a collapsed or untrained embedding gives. SigLIP's
+pairwise sigmoid loss has no such fixed chance level (it depends on the
+learned scale and bias), so it logs no ratio; its collapse shows in the
+embedding statistics and in sim/pos - sim/neg.
+
 With `mesh`, the cross-batch terms use `jointcxr.losses.sharded` (negatives
 from the whole global batch, per-device memory ~B^2/D); the per-sample LoVT
 local losses need no collectives. `batch['mask']` ([B] bool, as the input
@@ -163,11 +173,47 @@ def _infonce(zi, zt, mask, mesh, data_axis, **kw):
                          **kw)
 
 
-def _global_aux(aux: Mapping[str, Array]) -> dict[str, Array]:
+def _num_valid(mask: Array | None, b: int) -> Array:
+  """Real examples in the batch (the InfoNCE candidates), as float32."""
+  if mask is None:
+    return jnp.asarray(b, jnp.float32)
+  return jnp.sum(mask.astype(jnp.float32))
+
+
+def chance_aux(global_loss: Array, n: Array) -> dict[str, Array]:
+  """`loss/global` and `loss/global_over_lnB` of a per-direction InfoNCE.
+
+  An InfoNCE direction over `n` candidates is ln(n) when the embeddings
+  carry no information about the pairing (chance); the ratio is the
+  trainer's collapse signal (`jointcxr.health`).
+
+  Args:
+    global_loss: the weighted mean over directions of the global InfoNCE
+      (weights summing to 1).
+    n: the number of valid candidates (examples) of the batch.
+
+  Returns:
+    dict with `loss/global` and `loss/global_over_lnB` (NaN below two
+    candidates, where ln(n) is 0).
+  """
+  ln_n = jnp.log(jnp.maximum(n, 1.0))
+  return {"loss/global": global_loss,
+          "loss/global_over_lnB": jnp.where(
+              n > 1, global_loss / jnp.where(n > 1, ln_n, 1.0), jnp.nan)}
+
+
+def _global_aux(aux: Mapping[str, Array], w_i2t: Any, w_t2i: Any,
+                n: Array) -> dict[str, Array]:
+  """Logged keys of a global InfoNCE term with direction weights."""
+  w_sum = w_i2t + w_t2i
+  if isinstance(w_sum, (int, float)) and w_sum <= 0:
+    w_i2t = w_t2i = w_sum = 1.0  # a switched-off term: report the mean
+  glob = (w_i2t * aux["i2t_loss"] + w_t2i * aux["t2i_loss"]) / w_sum
   return {
       "loss/global_i2t": aux["i2t_loss"], "loss/global_t2i": aux["t2i_loss"],
       "acc/global_i2t": aux["i2t_acc"], "acc/global_t2i": aux["t2i_acc"],
       "sim/pos": aux["pos_sim"], "sim/neg": aux["neg_sim"],
+      **chance_aux(glob, n),
   }
 
 
@@ -198,7 +244,7 @@ def _lovt(p, outputs, mask, mesh, data_axis):
            + w["local_a_att2l"] * li["att2l"]
            + w["local_b_l2att"] * lt["l2att"]
            + w["local_b_att2l"] * lt["att2l"])
-  aux = _global_aux(g)
+  aux = _global_aux(g, w["global_a2b"], w["global_b2a"], _num_valid(mask, b))
   aux.update({
       "loss/local_img_l2att": li["l2att"], "loss/local_img_att2l": li["att2l"],
       "loss/local_txt_l2att": lt["l2att"], "loss/local_txt_att2l": lt["att2l"],
@@ -219,7 +265,8 @@ def _clip_like(method, p, outputs, mask, mesh, data_axis):
                      _get(outputs, "txt_global", method), mask, mesh,
                      data_axis, temperature=temperature,
                      i2t_weight=p["i2t_weight"])
-  aux = _global_aux(g)
+  n = _num_valid(mask, outputs["img_global"].shape[0])
+  aux = _global_aux(g, p["i2t_weight"], 1.0 - p["i2t_weight"], n)
   aux["temperature"] = jnp.asarray(temperature, jnp.float32)
   return loss, aux
 
@@ -286,6 +333,8 @@ def _joimternet(p, outputs, mask, rng, mesh, data_axis):
       "acc/sentence_i2t": s["i2t_acc"], "acc/sentence_t2i": s["t2i_acc"],
       "acc/word_i2t": w["i2t_acc"], "acc/word_t2i": w["t2i_acc"],
       "sim/pos": s["pos_sim"], "sim/neg": s["neg_sim"],
+      # DAMSM's sentence loss sums the two InfoNCE directions.
+      **chance_aux(l_s / 2.0, _num_valid(mask, zi.shape[0])),
       "triplet/active_sentence": st["active_per_anchor"],
       "triplet/active_word": wt["active_per_anchor"],
   }

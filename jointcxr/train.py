@@ -9,6 +9,11 @@ its share of the global batch, only process 0 writes. Work is never lost:
 checkpoints are async and regular, SIGTERM saves and exits cleanly, and a
 restart in the same workdir continues exactly (input position and RNG are
 part of the checkpoint).
+
+Training health (README): every log step records both towers' embedding
+statistics, sim/pos vs sim/neg and the global loss over ln(B), and warns
+when that stays at chance; with `config.val`, the validation loss drives
+early stopping (`config.early_stopping`) and a best checkpoint.
 """
 
 import json
@@ -35,13 +40,16 @@ import optax
 from jointcxr import accumulate
 from jointcxr import checkpointing
 from jointcxr import config_validation
+from jointcxr import health
 from jointcxr import logging_setup
 from jointcxr import objectives
 from jointcxr import optim
 from jointcxr import sharding
+from jointcxr import validation
 from jointcxr.data import augment as augment_lib
 from jointcxr.data import pipeline
 from jointcxr.data import tokenizer as tok_lib
+from jointcxr.evaluators import embedding_stats
 from jointcxr.models import factory
 from jointcxr.models import two_towers
 
@@ -143,6 +151,11 @@ def init_state(config, model, opt: optim.Optimizer, mesh, rng):
 
 
 # ------------------------------------------------------------ the steps ---
+# Keys of the step's global embeddings in the loss's aux (popped before
+# logging).
+_IMG, _TXT = "_health/img_global", "_health/txt_global"
+
+
 def make_steps(config, model, opt: optim.Optimizer, mesh, shardings,
                tokenizer=None):
   """Jitted image-text step (and MLM step) with donation."""
@@ -189,11 +202,31 @@ def make_steps(config, model, opt: optim.Optimizer, mesh, shardings,
                **opt.learning_rates(step)}
     return new_state, metrics
 
+  log_every, total = config.log_every_steps, config.total_steps
+
+  def health_stats(aux, mask, step):
+    # Embedding statistics of the step's own global embeddings (B x D,
+    # carried out of the loss in `aux`), only on steps whose metrics get
+    # logged: the SVD is cheap but not free at B = D = 512, and the other
+    # steps' values are never read.
+    zi, zt = aux.pop(_IMG), aux.pop(_TXT)
+    f = lambda: embedding_stats.tower_stats(zi, zt, mask)
+    due = ((step + 1) % log_every == 0) | (step + 1 == total)
+    skip = lambda: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype),
+                                jax.eval_shape(f))
+    return {**aux, **jax.lax.cond(due, f, skip)}
+
   def train_step(state, batch):
     rng = jax.random.fold_in(state["rng"], state["step"])
     r_drop, r_loss = jax.random.split(rng)
-    loss_fn = lambda out, b: objectives.compute(method, loss_cfg, out, b,
-                                                rng=r_loss, mesh=mesh)
+
+    def loss_fn(out, b):
+      loss, aux = objectives.compute(method, loss_cfg, out, b, rng=r_loss,
+                                     mesh=mesh)
+      sg = jax.lax.stop_gradient
+      return loss, {**aux, _IMG: sg(out["img_global"]),
+                    _TXT: sg(out["txt_global"])}
+
     if k > 1:
       loss, aux, grads, new_bs = accumulate.accumulated_grads(
           apply_fn, loss_fn, state["params"], state["batch_stats"], batch, k,
@@ -205,6 +238,7 @@ def make_steps(config, model, opt: optim.Optimizer, mesh, shardings,
         return l, (a, nbs)
       (loss, (aux, new_bs)), grads = jax.value_and_grad(f, has_aux=True)(
           state["params"])
+    aux = health_stats(aux, batch.get("mask"), state["step"])
     return finish(state, loss, aux, grads, new_bs)
 
   text_groups = tuple(g["name"] for g in config.optim.groups
@@ -344,10 +378,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if restored is None and config.resume:
     restored = checkpointing.Checkpointer(os.path.join(
         config.resume, "checkpoints"), async_save=False).restore(abstract)
+  # Health monitor and early stopping: host state that travels in every
+  # checkpoint's `data`, so a resumed run warns and stops where an
+  # uninterrupted one does.
+  monitor, stopping = health.from_config(config)
   last_saved = None
   if restored is not None:
     step0, state, data = restored
     it.restore_state(data["input"])
+    monitor.restore(data.get("health"))
+    stopping.restore(data.get("early_stopping"))
     last_saved = step0
     logging.info("resumed at step %d", step0)
   elif config.model_init:
@@ -363,26 +403,49 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                               include_stats=False)
     writer.write_hparams({k: v for k, v in _flat(config.to_dict()).items()
                           if isinstance(v, (int, float, str, bool))})
+  step = int(jax.device_get(state["step"]))
+  host_data = lambda: {"input": it.state(), "health": monitor.state(),
+                       "early_stopping": stopping.state()}
+
+  # -- Validation loss, early stopping, best checkpoint -------------------
+  val_every = config.val.every_steps
+  val_every = steps_per_epoch if val_every < 0 else val_every
+  if val_every:
+    try:
+      pipeline.open_split(inp.data_dir, config.val.split)
+    except ValueError as e:
+      _warn(f"validation loss, early stopping and best-checkpoint "
+            f"selection are off: {e}")
+      val_every = 0
+  best_ckpt = None
+  if val_every and config.val.keep_best:
+    best_ckpt = checkpointing.Checkpointer(
+        os.path.join(workdir, checkpointing.BEST_DIR), keep=1, every=1)
+    # Best states saved after the step this run starts from were never
+    # part of its history (a crash before their checkpoint).
+    best_ckpt.delete_after(step)
 
   rules = mesh_rules(config, mesh)
   train_step, mlm_step = make_steps(config, model, opt, mesh, shardings, tok)
+  val_step = (validation.make_step(config, model, mesh, shardings)
+              if val_every else None)
   stop = {"sigterm": False}
   signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
   hooks = [periodic_actions.ReportProgress(num_train_steps=config.total_steps,
                                            writer=writer)]
-  step = int(jax.device_get(state["step"]))
   flops = None
   t0, s0 = time.time(), step
+  t_start, step_start = t0, step
   metrics = None
   try:
     with metric_writers.ensure_flushes(writer), jax.set_mesh(mesh), (
         nn.logical_axis_rules(rules)):
-      while step < config.total_steps:
+      while step < config.total_steps and not stopping.stopped:
         if stop["sigterm"] or ckpt.reached_preemption(step):
           logging.warning("preemption/SIGTERM at step %d: saving and exiting",
                           step)
           _check_finite(state, config.nan_policy, last_saved)
-          ckpt.save(step, state, {"input": it.state()}, force=True)
+          ckpt.save(step, state, host_data(), force=True)
           ckpt.wait()
           return {"stopped_at": step}
         batch = next(it)
@@ -406,26 +469,40 @@ def train_and_evaluate(config, workdir: str) -> dict:
           m.update({"steps_per_sec": rate, "examples_per_sec": rate *
                     config.batch_size, "flops_per_sec": rate * (flops or 0.0),
                     "epoch": step / steps_per_epoch, "skipped_steps": skipped})
-          writer.write_scalars(step, m)
+          _log(writer, workdir, step, m)
+          ratio = m.get("loss/global_over_lnB")
+          if monitor.observe(step, ratio) and monitor.warned < 0:
+            monitor.warned = step
+            _warn(_chance_message(monitor, config))
           if jax.process_index() == 0:
-            # Plain-JSON metrics too, for plots and scripts (TensorBoard has
-            # the same numbers).
-            with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
-              f.write(json.dumps({"step": step, **m}) + "\n")
-            print(f"step {step}/{config.total_steps} loss {m['loss']:.4f} "
-                  f"{m['examples_per_sec']:.1f} ex/s", flush=True)
+            chance = "" if ratio is None else f" (global/ln B {ratio:.3f})"
+            eta = (config.total_steps - step) / max(rate, 1e-9)
+            print(f"step {step}/{config.total_steps} loss {m['loss']:.4f}"
+                  f"{chance} {m['examples_per_sec']:.1f} ex/s, "
+                  f"ETA {_clock(eta)}", flush=True)
           t0, s0 = time.time(), step
-        if step % config.ckpt_every_steps == 0 or step == config.total_steps:
+        # Validation comes before the checkpoint of the same step, so that
+        # checkpoint records its outcome (a resume does not redo it).
+        if val_every and (step % val_every == 0 or
+                          step == config.total_steps):
+          tv = time.time()
+          _validate(config, val_step, state, tok, mesh, writer, workdir,
+                    step, stopping, best_ckpt)
+          t0 += time.time() - tv  # throughput is of training steps only
+        if (step % config.ckpt_every_steps == 0 or step == config.total_steps
+            or stopping.stopped):
           _check_finite(state, config.nan_policy, last_saved)
-          if ckpt.save(step, state, {"input": it.state()},
-                       force=step == config.total_steps):
+          if ckpt.save(step, state, host_data(),
+                       force=step == config.total_steps or stopping.stopped):
             last_saved = step
         if config.eval_every_steps and step % config.eval_every_steps == 0:
           run_evals(config, model, state, tok, mesh, writer, step, workdir)
       _check_finite(state, config.nan_policy, last_saved)
       if last_saved != step:  # always leave a checkpoint of the final state
-        ckpt.save(step, state, {"input": it.state()}, force=True)
+        ckpt.save(step, state, host_data(), force=True)
       it.close()  # no input is read after this: stop preparing batches
+      if monitor.stuck():  # the end of the log is what gets read
+        _warn("at the end of training: " + _chance_message(monitor, config))
       results = run_evals(config, model, state, tok, mesh, writer, step,
                           workdir)
   finally:
@@ -435,12 +512,105 @@ def train_and_evaluate(config, workdir: str) -> dict:
     # run stops on an error), then the metric writer's queue and files.
     it.close()
     ckpt.close()
+    if best_ckpt is not None:
+      best_ckpt.close()
     writer.close()
   multihost_utils.sync_global_devices("train_end")
-  final = {"step": step, **results}
+  final = {"step": step, **results,
+           "health/chance_warning_step": monitor.warned}
+  if val_every:
+    final.update({"early_stopping/best": stopping.best,
+                  "early_stopping/best_step": stopping.best_step,
+                  "early_stopping/stopped_step": stopping.stopped_step})
   if metrics is not None:
     final["loss"] = float(jax.device_get(metrics["loss"]))
+  if jax.process_index() == 0:
+    print(_summary(final, step - step_start, time.time() - t_start),
+          flush=True)
   return final
+
+
+def _clock(seconds: float) -> str:
+  """Seconds as m:ss (h:mm:ss past an hour), for progress lines."""
+  m, s = divmod(int(round(seconds)), 60)
+  h, m = divmod(m, 60)
+  return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def _summary(final: dict[str, Any], steps: int, seconds: float) -> str:
+  """The one line a finished run prints: steps, time, loss, best val."""
+  parts = [f"trained {steps} steps in {_clock(seconds)}"]
+  if "loss" in final:
+    parts.append(f"final loss {final['loss']:.4f}")
+  if final.get("early_stopping/best_step", -1) >= 0:
+    parts.append(f"best val {final['early_stopping/best']:.4f} at step "
+                 f"{final['early_stopping/best_step']}")
+  if final.get("early_stopping/stopped_step", -1) >= 0:
+    parts.append(f"early-stopped at {final['early_stopping/stopped_step']}")
+  if final.get("health/chance_warning_step", -1) >= 0:
+    parts.append("loss stuck near chance (see the warning above)")
+  return "done: " + ", ".join(parts)
+
+
+def _warn(msg: str) -> None:
+  """A training-health warning: the log, and a line on process 0's stdout."""
+  logging.warning("%s", msg)
+  if jax.process_index() == 0:
+    print(f"WARNING: {msg}", flush=True)
+
+
+def _chance_message(monitor: health.ChanceMonitor, config) -> str:
+  return health.chance_message(monitor.history, window=monitor.window,
+                               tol=monitor.tol, batch_size=config.batch_size)
+
+
+def _log(writer, workdir: str, step: int, m: dict) -> None:
+  """Scalars to the clu writer and (process 0) a `metrics.jsonl` row."""
+  writer.write_scalars(step, m)
+  if jax.process_index() == 0:
+    # Plain-JSON metrics too, for plots and scripts (TensorBoard has the
+    # same numbers).
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps({"step": step, **m}) + "\n")
+
+
+def _validate(config, val_step, state, tok, mesh, writer, workdir, step,
+              stopping: health.EarlyStopping, best_ckpt) -> dict:
+  """Validation loss, the early-stopping update and the best checkpoint.
+
+  Every process computes the same replicated values and so takes the same
+  decisions; all of them take part in the (collective) best save.
+  """
+  es = config.early_stopping
+  vm = validation.run(config, val_step, state, tok, mesh)
+  if es.metric not in vm:
+    raise ValueError(f"early_stopping.metric {es.metric!r} is not a "
+                     f"validation value; have {sorted(vm)}")
+  if stopping.update(step, vm[es.metric]) and best_ckpt is not None:
+    best_ckpt.save(step, {"params": state["params"],
+                          "batch_stats": state["batch_stats"],
+                          "step": state["step"]},
+                   {"metric": es.metric, "value": vm[es.metric],
+                    "step": step}, force=True)
+  # NaN (not None) before a first finite value: scalar writers need floats.
+  best = float("nan") if stopping.best is None else stopping.best
+  vm.update({"early_stopping/best": best,
+             "early_stopping/best_step": float(stopping.best_step),
+             "early_stopping/bad_count": float(stopping.bad_count)})
+  _log(writer, workdir, step, vm)
+  if jax.process_index() == 0:
+    ratio = vm.get("val/loss/global_over_lnB")
+    chance = "" if ratio is None else f" (global/ln B {ratio:.3f})"
+    of = f" of {es.patience}" if es.patience else ""
+    print(f"step {step} val/loss {vm['val/loss']:.4f}{chance}; "
+          f"{es.metric} best {best:.4f} at step {stopping.best_step} "
+          f"({stopping.bad_count}{of} without improvement)", flush=True)
+  if stopping.stopped:
+    _warn(f"early stopping at step {step}: {es.metric} has not improved "
+          f"by more than {es.min_delta:g} for {stopping.bad_count} "
+          f"validations (best {best:.6g} at step {stopping.best_step}"
+          f"{'; load it with checkpoint=best' if best_ckpt else ''})")
+  return vm
 
 
 def run_evals(config, model, state, tok, mesh, writer, step, workdir) -> dict:

@@ -173,6 +173,23 @@ def test_accumulation_on_a_sharded_batch_matches_single_device():
   assert _max_rel(g_sharded, g_local) < 1e-5
 
 
+def test_micro_forward_in_eval_mode_equals_one_forward():
+  # The validation loss of an accumulated config (jointcxr.validation): the
+  # same outputs, hence the same loss, as one forward of the whole batch.
+  model, params, bs, batch = _setup("batch")
+  variables = {"params": params, "batch_stats": bs}
+  fwd = lambda b: model.apply(variables, b, train=False)
+  ref = fwd(batch)
+  for k in (1, 4):
+    out = jax.jit(lambda b, k=k: accumulate.micro_forward(fwd, b, k))(batch)
+    assert "img_tower" not in out  # probe intermediates are dropped
+    assert out["logit_scale"].shape == ()
+    for key in ("img_global", "txt_global"):
+      np.testing.assert_allclose(out[key], ref[key], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss_fn(out, batch)[0],
+                               loss_fn(ref, batch)[0], rtol=1e-6)
+
+
 def test_split_and_merge_round_trip_and_error():
   b = {"x": np.arange(12).reshape(6, 2)}
   m = accumulate.split_micro(b, 3)

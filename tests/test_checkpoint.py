@@ -112,3 +112,20 @@ def test_checkpoint_of_another_model_is_a_one_line_error(tmp_path):
 def test_empty_directory_restores_nothing(tmp_path):
   ck = checkpointing.Checkpointer(str(tmp_path / "none"), async_save=False)
   assert ck.restore({"x": jax.ShapeDtypeStruct((2,), np.float32)}) is None
+
+
+def test_delete_after_drops_an_abandoned_future(tmp_path):
+  # The best-by-validation directory after a crash: a run resumed at step 4
+  # must not keep the best state of step 6 it is about to recompute.
+  mesh = sharding.make_mesh([("data", -1), ("fsdp", 1)])
+  ck = checkpointing.Checkpointer(str(tmp_path), keep=3, every=1,
+                                  async_save=False)
+  for s in (2, 4, 6):
+    ck.save(s, _state(mesh, s), {"step": s})
+  assert ck.delete_after(4) == [6]
+  assert ck.all_steps() == [2, 4]
+  assert ck.delete_after(4) == []
+  assert ck.save(6, _state(mesh, 7), {"step": 6})
+  _, state, _ = ck.restore(checkpointing.abstract_like(_state(mesh)))
+  np.testing.assert_array_equal(state["params"]["b"], 7.0)
+  ck.close()

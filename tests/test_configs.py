@@ -136,6 +136,40 @@ def test_check_lists_every_cross_field_problem():
   assert "mesh 'data:-1,data:2' names an axis twice" in msg
 
 
+def test_validation_and_early_stopping_defaults_and_checks():
+  # LoVT and its ConVIRT / CLIP* runs: validate every epoch, early-stop on
+  # the validation loss with patience 10, min_delta 1e-5; tiny turns both
+  # off (seconds-long runs), JoImTeRNet trains its fixed 35 epochs.
+  for name in ("lovt", "convirt", "clip"):
+    c = _get(name)
+    assert (c.val.every_steps, c.early_stopping.patience) == (-1, 10), name
+    assert c.early_stopping.min_delta == 1e-5
+    assert c.early_stopping.metric == "val/loss" and c.val.keep_best
+    t = _get(name, "tiny")
+    assert (t.val.every_steps, t.early_stopping.patience) == (0, 0), name
+  assert _get("joimternet").early_stopping.patience == 0
+  c = _get("lovt", "tiny")
+  c.input.data_dir = "/d"
+  c.early_stopping.patience = 3
+  c.early_stopping.mode = "lowest"
+  c.early_stopping.metric = "loss"
+  c.val.batches = -1
+  c.health.chance_tol = 0.0
+  c.health.chance_window = 0
+  with pytest.raises(ValueError) as e:
+    config_validation.check(c)
+  msg = str(e.value)
+  for part in ("early_stopping.patience 3 needs a validation loss",
+               "early_stopping.mode 'lowest' is not min|max",
+               "early_stopping.metric 'loss' is not a validation value",
+               "val.batches must be >= 0", "health.chance_tol 0.0",
+               "health.chance_window must be >= 1"):
+    assert part in msg, part
+  c.val.every_steps = -2
+  with pytest.raises(ValueError, match="val.every_steps must be -1"):
+    config_validation.check(c)
+
+
 # -------------------------------------------------- command-line errors ---
 _PARSER = """
 import sys

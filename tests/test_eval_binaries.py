@@ -7,10 +7,12 @@ and through `eval_global.evaluate` itself; every written report is checked
 against its Markdown twin.
 """
 
+import dataclasses
 import json
 import os
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ from jointcxr.data.features import CHEXPERT_LABELS
 from jointcxr.data.features import NO_FINDING_INDEX
 from jointcxr.evaluators import classification
 from jointcxr.evaluators import common
+from jointcxr.evaluators import embedding_stats
 from jointcxr.evaluators import probes
 from jointcxr.evaluators import retrieval
 from jointcxr.evaluators import segmentation
@@ -37,6 +40,10 @@ def workdir(converted_mimic, tokenizer_path, tmp_path_factory):
   c.input.tokenizer = str(tokenizer_path)
   c.total_steps = 4
   c.evals.retrieval.limit = 0
+  # LoVT's validation loss (its accumulated, cross-attending objective in
+  # eval mode) and a best checkpoint, for `checkpoint=best`.
+  c.val.every_steps = 2
+  c.val.batches = 1
   train.train_and_evaluate(c, str(w))
   return w
 
@@ -235,6 +242,73 @@ def test_eval_global_values_on_planted_embeddings(workdir, converted_mimic,
   assert 0.0 <= out["zeroshot/auroc_mean"] <= 1.0
   assert out["meta/step"] == 4.0
   _report_agrees(out, tmp_path / "eval", "global")
+
+
+def test_eval_global_health_tells_a_collapsed_model(workdir, converted_mimic,
+                                                   tmp_path, monkeypatch):
+  cfg = _global_cfg(converted_mimic)
+  cfg.probe = False
+  cfg.zero_shot = False
+  real = common.load(str(workdir))
+  good = eval_global.evaluate(cfg, str(workdir))
+  # The written statistics are those of the embedded split.
+  emb = common.embed_split(real, str(converted_mimic), cfg.split,
+                           batch_size=cfg.batch_size, limit=cfg.limit)
+  want = embedding_stats.host_stats(emb.img, emb.txt)
+  for key, value in want.items():
+    assert good[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+  # Planted collapse: the image projection's last layer outputs its bias
+  # whatever the image, as the make-demo runs ended up doing.
+  params = jax.tree.map(np.array, real.variables["params"])
+  fc2 = params["img_proj_global"]["fc2"]
+  fc2["kernel"] = np.zeros_like(fc2["kernel"])
+  fc2["bias"] = np.linspace(-1.0, 1.0, fc2["bias"].size).astype(np.float32)
+  collapsed = dataclasses.replace(
+      real, variables={**real.variables, "params": params})
+  monkeypatch.setattr(common, "load", lambda *a, **k: collapsed)
+  bad = eval_global.evaluate(cfg, str(tmp_path))
+  with open(tmp_path / "eval" / "global.json") as f:
+    assert json.load(f)["health/img_eff_rank"] == bad["health/img_eff_rank"]
+  assert bad["health/img_std"] < 1e-5 < good["health/img_std"]
+  assert bad["health/img_eff_rank"] == pytest.approx(1.0, abs=1e-3)
+  assert good["health/img_eff_rank"] > 1.5
+  assert bad["health/img_uniformity"] == pytest.approx(0.0, abs=1e-5)
+  assert good["health/img_uniformity"] < -0.05
+  # One image embedding for all: positives are exactly as close as
+  # negatives; the text tower is untouched.
+  assert bad["sim/pos"] == pytest.approx(bad["sim/neg"], abs=1e-5)
+  for key in ("health/txt_std", "health/txt_eff_rank",
+              "health/txt_uniformity"):
+    assert bad[key] == pytest.approx(good[key], rel=1e-6), key
+
+
+def test_lovt_validation_loss_and_checkpoint_choice(workdir, tmp_path):
+  with open(workdir / "metrics.jsonl") as f:
+    val = {r["step"]: r for r in map(json.loads, f) if "val/loss" in r}
+  assert sorted(val) == [2, 4]
+  for r in val.values():
+    parts = (0.75 * r["val/loss/global_i2t"] + 0.25 * r["val/loss/global_t2i"]
+             + 0.375 * sum(r[f"val/loss/local_{n}"] for n in (
+                 "img_l2att", "img_att2l", "txt_l2att", "txt_att2l")))
+    assert r["val/loss"] == pytest.approx(parts, rel=1e-5)
+    assert 0.5 < r["val/loss/global_over_lnB"] < 1.5
+    assert 1.0 <= r["val/health/img_eff_rank"] <= 8.0
+  best = min(val, key=lambda s: val[s]["val/loss"])
+  assert common.load(str(workdir), "best").step == best
+  assert common.load(str(workdir), "4").step == 4
+  assert common.checkpoint_choice("latest") is None
+  assert common.checkpoint_choice("best") == "best"
+  assert common.checkpoint_choice("12") == 12
+  with pytest.raises(ValueError, match="expected 'latest', 'best' or a "
+                     "step number"):
+    common.checkpoint_choice("newest")
+  # A workdir trained without validation has no best state.
+  import shutil  # pylint: disable=g-import-not-at-top
+  other = tmp_path / "noval"
+  shutil.copytree(workdir, other, ignore=shutil.ignore_patterns(
+      "checkpoints_best", "eval"))
+  with pytest.raises(FileNotFoundError, match="no best checkpoint"):
+    common.load(str(other), "best")
 
 
 def test_export_round_trip_gives_same_embeddings(workdir, converted_mimic,

@@ -14,6 +14,7 @@ from configs import common
 def get_config(arg: str | None = None):
   a = common.parse_arg(arg, tiny=False, hsu=False)
   c = mlc.ConfigDict()
+  c.checkpoint = "latest"     # of the workdir: latest | best | a step
   c.model_dir = ""            # exported model dir; "" = the workdir
   c.input = mlc.ConfigDict(dict(data_dir=""))
   c.split = "test"

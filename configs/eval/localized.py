@@ -30,6 +30,7 @@ LOVT_TASKS = (
 def get_config(arg: str | None = None):
   a = common.parse_arg(arg, tiny=False)
   c = mlc.ConfigDict()
+  c.checkpoint = "latest"     # of the workdir: latest | best | a step
   c.model_dir = ""
   c.input = mlc.ConfigDict(dict(data_dir=""))
   c.datasets = mlc.ConfigDict({k: "" for k in (

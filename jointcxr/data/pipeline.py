@@ -621,7 +621,7 @@ class EvalIterator:
     return next(self._it)
 
   def close(self) -> None:
-    """Stops the prefetch thread (needed only when not read to the end)."""
+    """Stops and joins the prefetch thread (a pass ended early, an error)."""
     self._it.close()
 
 

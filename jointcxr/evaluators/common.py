@@ -1,10 +1,10 @@
 """What the evaluators share: loading a trained model, embedding a split.
 
 A model is loaded from a training workdir (its `config.json`, tokenizer and
-newest checkpoint) or from an exported model directory
-(`jointcxr.export`). `embed_split` runs the model's image and text encoders
-over a converted split with the eval pipeline (no augmentation, padded last
-batch) and returns host arrays of the global embeddings, the pre-projection
+newest, best-by-validation or a given checkpoint) or from an exported model
+directory (`jointcxr.export`). `embed_split` runs the model's image and
+text encoders over a converted split with the eval pipeline (no
+augmentation, padded last batch) and returns host arrays of the global embeddings, the pre-projection
 tower features (for linear probes), labels and ids; with several processes
 each embeds its share and the results are all-gathered.
 """
@@ -41,10 +41,45 @@ def _config_from_json(path: str) -> mlc.ConfigDict:
     return mlc.ConfigDict(json.load(f))
 
 
-def load_workdir(workdir: str, step: int | None = None) -> Loaded:
-  """Model + variables from a training workdir (newest checkpoint)."""
+def checkpoint_choice(value: Any) -> int | str | None:
+  """Parses an eval config's `checkpoint`: "latest" | "best" | a step.
+
+  Returns:
+    None (the newest), "best", or the step number.
+
+  Raises:
+    ValueError: anything else.
+  """
+  text = str(value).strip().lower()
+  if text in ("", "latest", "none"):
+    return None
+  if text == "best":
+    return "best"
+  if text.isdigit():
+    return int(text)
+  raise ValueError(f"checkpoint={value!r}: expected 'latest', 'best' or a "
+                   "step number")
+
+
+def load_workdir(workdir: str, step: int | str | None = None) -> Loaded:
+  """Model + variables from a training workdir.
+
+  Args:
+    workdir: the training workdir.
+    step: None / "latest" for the newest checkpoint, a step number, or
+      "best": the best state by the validation metric that the trainer
+      kept in `checkpoints_best/` (`config.val`, `config.early_stopping`).
+
+  Returns:
+    The loaded model (`step` says which step it is).
+
+  Raises:
+    FileNotFoundError: not a workdir, or no (best) checkpoint in it.
+  """
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  from jointcxr import checkpointing  # pylint: disable=g-import-not-at-top
   from jointcxr.models import factory  # pylint: disable=g-import-not-at-top
+  step = checkpoint_choice(step) if isinstance(step, str) else step
   cfg_path = os.path.join(workdir, "config.json")
   if not os.path.exists(cfg_path):
     raise FileNotFoundError(f"{workdir} is not a training workdir (no "
@@ -54,13 +89,19 @@ def load_workdir(workdir: str, step: int | None = None) -> Loaded:
                                                     "tokenizer.model")
   tok = tok_lib.load_tokenizer(tok_path)
   model = factory.from_config(config, tok.vocab_size)
-  mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir),
-                                            "checkpoints"),
-                               item_names=("state", "data"))
+  sub = checkpointing.BEST_DIR if step == "best" else "checkpoints"
+  directory = os.path.join(os.path.abspath(workdir), sub)
+  if step == "best" and not os.path.isdir(directory):
+    raise FileNotFoundError(
+        f"{workdir} has no best checkpoint ({sub}/): it is kept only when "
+        "training validates (config.val.every_steps, val.keep_best)")
+  mngr = ocp.CheckpointManager(directory, item_names=("state", "data"))
   steps = sorted(mngr.all_steps())
   if not steps:
-    raise FileNotFoundError(f"{workdir}/checkpoints holds no checkpoint")
-  step = steps[-1] if step is None else step
+    raise FileNotFoundError(f"{workdir}/{sub} holds no checkpoint")
+  # The best directory keeps one state (an older one only until the newer
+  # save commits): its newest step is the best.
+  step = steps[-1] if step in (None, "best") else step
   restored = mngr.restore(step, args=ocp.args.Composite(
       state=ocp.args.StandardRestore()))["state"]
   variables = {"params": restored["params"]}
@@ -69,13 +110,26 @@ def load_workdir(workdir: str, step: int | None = None) -> Loaded:
   return Loaded(config, model, variables, tok, step, workdir)
 
 
-def load(path: str) -> Loaded:
-  """A training workdir or an exported model directory."""
+def load(path: str, checkpoint: Any = "latest") -> Loaded:
+  """A training workdir or an exported model directory.
+
+  Args:
+    path: the directory.
+    checkpoint: of a workdir, "latest", "best" or a step number
+      (`checkpoint_choice`); an exported model has one state ("latest").
+
+  Returns:
+    The loaded model.
+  """
+  choice = checkpoint_choice(checkpoint)
   if os.path.exists(os.path.join(path, "model_card.md")) or os.path.exists(
       os.path.join(path, "export.json")):
+    if choice is not None:
+      raise ValueError(f"checkpoint={checkpoint!r} selects among a training "
+                       f"workdir's checkpoints; {path} is an exported model")
     from jointcxr import export  # pylint: disable=g-import-not-at-top
     return export.load_model(path)
-  return load_workdir(path)
+  return load_workdir(path, choice)
 
 
 @dataclasses.dataclass
