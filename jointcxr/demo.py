@@ -21,6 +21,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 
 FLAGS = flags.FLAGS
 
@@ -37,8 +38,8 @@ def define_flags() -> None:
   flags.DEFINE_integer("seed", 0, "Seed.")
 
 
-DEFAULT_SUBJECTS = 900
-DEFAULT_STEPS = 300
+DEFAULT_SUBJECTS = 1800
+DEFAULT_STEPS = 1200
 DEFAULT_SIZE = 64
 LOCALIZED = ("rsna", "siim", "nih", "object_cxr", "covid_rural", "ms_cxr")
 TASKS = ("rsna/linear/frozen/100", "rsna/linear/frozen/10",
@@ -260,6 +261,14 @@ def run(out: str, subjects: int, steps: int, size: int, seed: int) -> dict:
 
 def main(argv):
   del argv
+  # The demo's console is its six steps (our prints); the binaries' own
+  # INFO lines are not shown (warnings are). --verbosity=0 shows our INFO
+  # lines too, --verbosity=1 everything.
+  from jointcxr import logging_setup  # pylint: disable=g-import-not-at-top
+  logging_setup.setup()
+  if logging.get_verbosity() < logging.DEBUG and (
+      not FLAGS["verbosity"].present):
+    logging.set_verbosity(logging.WARNING)
   run(FLAGS.output_dir, FLAGS.subjects, FLAGS.steps, FLAGS.image_size,
       FLAGS.seed)
 

@@ -120,7 +120,7 @@ def write_results(out: str, runs: dict, results: dict, keep: dict,
     paths["curves"] = plots.learning_curves(
         {k: v for k, v in runs.items() if k != "random init"},
         os.path.join(out, "pictures", "learning_curves.png"),
-        keys=("loss", "val/loss", "val/retrieval/t2i/R@10"))
+        keys=("loss", "val/loss", "val/acc/global_i2t"))
   except (ValueError, FileNotFoundError, KeyError) as e:
     lines += ["", f"(pictures skipped: {e})"]
   lines += ["", "## Pictures", ""] + [

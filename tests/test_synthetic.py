@@ -284,3 +284,24 @@ def test_preview_written(tmp_path):
   from PIL import Image
   assert Image.open(out["preview"]).size[0] > 200
 
+
+
+def test_variation_scales_nuisances_toward_one_phantom():
+  full = anatomy.sample_patient(np.random.default_rng(5), ap=True)
+  assert anatomy.sample_patient(np.random.default_rng(5), ap=True,
+                                variation=1.0) == full
+  fixed = anatomy.sample_patient(np.random.default_rng(5), ap=True,
+                                 variation=0.0)
+  assert (fixed.cx, fixed.cy, fixed.scale, fixed.rotation) == (
+      0.5, 0.0, 0.97, 0.0)
+  assert fixed.inspiration == 0.93 and fixed.marker == -1
+  assert fixed.shape[0] == fixed.shape[3] == 0.0
+  # Findings-related anatomy is not a nuisance.
+  assert (fixed.ctr, fixed.mediastinum) == (full.ctr, full.mediastinum)
+  half = anatomy.sample_patient(np.random.default_rng(5), ap=True,
+                                variation=0.5)
+  assert half.cx == pytest.approx(0.5 + 0.5 * (full.cx - 0.5))
+  assert half.window[1] == pytest.approx(245.0 + 0.5 * (full.window[1] - 245))
+  with pytest.raises(ValueError, match=r"variation must be in \[0, 2\], "
+                     "got -1"):
+    synthetic.generate("/nonexistent", num_subjects=1, variation=-1)

@@ -51,7 +51,8 @@ def _localized_task(task: tuple) -> tuple[int, list[dict]]:
 def generate(output_dir: str, *, num_subjects: int, seed: int = 0,
              image_size: int | str = 512, progress: bool = True,
              localized: bool = True, preview: str | None = None,
-             num_workers: int | None = None) -> dict:
+             num_workers: int | None = None,
+             variation: float = 1.0) -> dict:
   """Writes the whole synthetic tree; deterministic per arguments.
 
   Args:
@@ -66,6 +67,9 @@ def generate(output_dir: str, *, num_subjects: int, seed: int = 0,
       outlined and reports beside them.
     num_workers: rendering processes (default: all cores); the output does
       not depend on it.
+    variation: how much MIMIC patients' position, size, rotation, shape,
+      habitus, breath and exposure vary (1: realistic ranges, 0: one fixed
+      phantom, as early versions rendered; in between: scaled toward it).
 
   Returns:
     A summary dict (also written to output_dir/summary.json).
@@ -74,6 +78,8 @@ def generate(output_dir: str, *, num_subjects: int, seed: int = 0,
     image_size = int(image_size)
     if image_size < 32:
       raise ValueError(f"image_size must be >= 32 or 'full', got {image_size}")
+  if not 0.0 <= variation <= 2.0:
+    raise ValueError(f"variation must be in [0, 2], got {variation}")
   if num_subjects < 1:
     raise ValueError(f"num_subjects must be >= 1, got {num_subjects}")
   os.makedirs(output_dir, exist_ok=True)
@@ -88,7 +94,7 @@ def generate(output_dir: str, *, num_subjects: int, seed: int = 0,
     studies = sorted(int(s) for s in study_pool[k:k + n_studies[i]])
     k += n_studies[i]
     jobs.append(mimic.SubjectJob(i, sid, studies, seed, output_dir,
-                                 image_size))
+                                 image_size, variation=variation))
   workers = num_workers or os.cpu_count() or 1
   bar = dict(disable=not progress, total=len(jobs), unit="subject",
              desc="synthetic MIMIC-CXR")
@@ -100,7 +106,7 @@ def generate(output_dir: str, *, num_subjects: int, seed: int = 0,
   else:
     results = [mimic.render_subject(j) for j in tqdm.tqdm(jobs, **bar)]
   splits = _split_subjects(subject_ids, np.random.default_rng([seed, 1]))
-  summary = {"seed": seed, "image_size": image_size,
+  summary = {"seed": seed, "image_size": image_size, "variation": variation,
              "num_subjects": num_subjects,
              "mimic": mimic.finish(output_dir, results, splits, seed)}
   truth = [t for res in results for t in res["truth"]]

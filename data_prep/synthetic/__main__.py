@@ -17,6 +17,8 @@ flags.DEFINE_string("image_size", "512", "Image height in px, or 'full'.")
 flags.DEFINE_string("preview", None, "Optional preview PNG path.")
 flags.DEFINE_integer("num_workers", None, "Rendering processes.")
 flags.DEFINE_bool("localized", True, "Also write the localized-eval sets.")
+flags.DEFINE_float("variation", 1.0, "MIMIC nuisance variation: 1 realistic "
+                   "ranges, 0 one fixed phantom.")
 
 
 def main(argv: list[str]) -> None:
@@ -33,7 +35,7 @@ def main(argv: list[str]) -> None:
     summary = synthetic.generate(
         FLAGS.output_dir, num_subjects=FLAGS.num_subjects, seed=FLAGS.seed,
         image_size=size, preview=FLAGS.preview, num_workers=FLAGS.num_workers,
-        localized=FLAGS.localized)
+        localized=FLAGS.localized, variation=FLAGS.variation)
   except (ValueError, OSError) as e:
     sys.exit(f"error: {e}")
   print(json.dumps(summary, indent=2, sort_keys=True))

@@ -63,7 +63,31 @@ class Patient:
   texture_seed: int = 0    # lung markings (fixed per subject)
 
 
-def sample_patient(rng: np.random.Generator, *, ap: bool = False) -> Patient:
+# The centre of each nuisance distribution in `sample_patient`: what
+# `variation=0` renders (one fixed position, size, shape and exposure).
+_NOMINAL = dict(cx=0.5, cy=0.0, scale=0.97, rotation=0.0, habitus=1.0,
+                soft_tissue=11.0, exposure=1.0, brightness=0.0,
+                window=(20.0, 245.0), blur=0.003, gradient=(0.0, 0.0),
+                noise=5.5, collimation=(0.0, 0.0, 0.0, 0.0))
+
+
+def _toward_nominal(p: Patient, variation: float) -> Patient:
+  """Scales every nuisance field's deviation from its nominal value."""
+  def blend(value, nominal):
+    if isinstance(value, tuple):
+      return tuple(blend(v, n) for v, n in zip(value, nominal))
+    return float(nominal + variation * (value - nominal))
+  changes = {k: blend(getattr(p, k), n) for k, n in _NOMINAL.items()}
+  changes["inspiration"] = blend(p.inspiration, 0.93 if p.ap else 1.0)
+  a, f, ph, b, g, q = p.shape  # amplitudes scale; frequencies, phases stay
+  changes["shape"] = (variation * a, f, ph, variation * b, g, q)
+  if variation == 0.0:
+    changes["marker"] = -1
+  return dataclasses.replace(p, **changes)
+
+
+def sample_patient(rng: np.random.Generator, *, ap: bool = False,
+                   variation: float = 1.0) -> Patient:
   """Draws realistic patient, positioning and acquisition variation.
 
   Ranges follow what varies between real radiographs: the patient is
@@ -72,8 +96,16 @@ def sample_patient(rng: np.random.Generator, *, ap: bool = False) -> Patient:
   slender chest and a deep or shallow breath (AP films: poorer effort),
   and the exposure, display window, noise and sharpness change from
   machine to machine. Half the films show collimator edges, most a side
-  marker.
+  marker. `variation` scales every such deviation from its nominal value
+  (0: one fixed phantom; 1: the ranges above), drawing the same random
+  numbers either way. Findings, heart size and mediastinum are not
+  nuisances and do not change with it.
   """
+  p = _sample(rng, ap)
+  return p if variation == 1.0 else _toward_nominal(p, variation)
+
+
+def _sample(rng: np.random.Generator, ap: bool) -> Patient:
   coll = rng.uniform(0.0, [0.05, 0.06, 0.05, 0.1]) * (rng.random() < 0.5)
   return Patient(
       cx=float(0.5 + np.clip(rng.normal(0, 0.05), -0.12, 0.12)),

@@ -116,6 +116,7 @@ class SubjectJob:
   root: str
   image_size: int | str
   quality: int = 95
+  variation: float = 1.0  # nuisance variation (anatomy.sample_patient)
 
 
 def _view_meta(view: str) -> tuple[str, str]:
@@ -129,7 +130,7 @@ def render_subject(job: SubjectJob) -> dict:
   """Renders and writes every study of one subject; returns CSV rows + truth."""
   rng = np.random.default_rng([job.seed, job.index])
   rows, chex, truth, reports_written = [], [], [], 0
-  base_patient = anatomy.sample_patient(rng)
+  base_patient = anatomy.sample_patient(rng, variation=job.variation)
   pdir = f"p{str(job.subject_id)[:2]}/p{job.subject_id}"
   for study_id in job.study_ids:
     r = rng.random()
@@ -157,7 +158,9 @@ def render_subject(job: SubjectJob) -> dict:
     for view in views:
       did = dicom_id(rng)
       ap = view == "AP"
-      p = dataclasses.replace(anatomy.sample_patient(rng, ap=ap),
+      view_patient = anatomy.sample_patient(rng, ap=ap,
+                                            variation=job.variation)
+      p = dataclasses.replace(view_patient,
                               ctr=base_patient.ctr * (1.12 if ap else 1.0),
                               texture_seed=base_patient.texture_seed)
       h, w = render.output_shape(job.image_size)
