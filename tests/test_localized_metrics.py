@@ -103,11 +103,11 @@ def test_mean_std_ci():
       2 * 2.7764451 * np.std([1, 2, 3, 4, 5], ddof=1) / np.sqrt(5), rel=1e-5)
 
 
-def test_grid_pointing_game_points_at_the_cell_centre():
+def test_grid_pointing_game_scores_the_region_the_model_points_at():
   # A 2 x 2 map whose maximum is the top-left region: bilinear upsampling
   # makes a plateau reaching the image corner, so the pixel argmax lands at
-  # (0, 0), outside a box around the region's centre (16, 16) of a 64-px
-  # image; the grid version points at the centre.
+  # (0, 0), outside a box inside that region of a 64-px image; the grid
+  # version scores the region.
   grid = np.array([[1.0, 0.0], [0.0, 0.0]])
   target = np.zeros((64, 64), bool)
   target[10:22, 10:22] = True
@@ -115,10 +115,41 @@ def test_grid_pointing_game_points_at_the_cell_centre():
   assert lm.pointing_game(up, target) == 0.0
   assert lm.grid_pointing_game(grid, target) == 1.0
   assert lm.grid_pointing_game(grid[::-1], target) == 0.0
-  # Non-square image and grid: cell (2, 2) of a 4 x 3 grid has its centre
-  # at (40, 83) of a [64, 100] image.
+  # A box smaller than a region, away from its centre, still counts: the
+  # region covers it.
+  small = np.zeros((64, 64), bool)
+  small[2:5, 26:30] = True
+  assert lm.grid_pointing_game(grid, small) == 1.0
+  # A box on the border of two regions overlaps both.
+  edge = np.zeros((64, 64), bool)
+  edge[10:14, 30:34] = True
+  assert lm.grid_pointing_game(np.array([[0.0, 1.0], [0.0, 0.0]]),
+                               edge) == 1.0
+  # Non-square image and grid: cell (2, 2) of a 4 x 3 grid spans rows
+  # 32-48 and columns 67-100 of a [64, 100] image.
   g = np.zeros((4, 3))
   g[2, 2] = 1.0
   t = np.zeros((64, 100), bool)
   t[40, 83] = True
   assert lm.grid_pointing_game(g, t) == 1.0
+  t2 = np.zeros((64, 100), bool)
+  t2[40, 60] = True
+  assert lm.grid_pointing_game(g, t2) == 0.0
+
+
+def test_grid_pointing_ties_and_chance_are_those_of_random_pointing():
+  target = np.zeros((64, 64), bool)
+  target[0:20, 0:20] = True  # overlaps 4 of 16 regions (rows/cols 0-1)
+  flat = np.zeros((4, 4))
+  # A constant map points nowhere in particular: the expected hit of a
+  # random tie-break, not the first cell's.
+  assert lm.grid_pointing_game(flat, target) == pytest.approx(4 / 16)
+  assert lm.grid_pointing_chance((4, 4), target) == pytest.approx(4 / 16)
+  two = np.zeros((4, 4))
+  two[0, 0] = two[3, 3] = 1.0
+  assert lm.grid_pointing_game(two, target) == pytest.approx(0.5)
+  # Monte Carlo over random maps agrees with the chance level.
+  rng = np.random.default_rng(0)
+  hits = [lm.grid_pointing_game(rng.random((4, 4)), target)
+          for _ in range(4000)]
+  assert np.mean(hits) == pytest.approx(0.25, abs=0.02)

@@ -11,8 +11,9 @@ Heatmaps come from what the model has:
   region first goes through the pool's value and output projections, as
   it does inside the pooled vector.
 Maps are scored against MS-CXR-style boxes with the pointing game at
-region resolution (the centre of the maximal region,
-`localized_metrics.grid_pointing_game`), and upsampled to the image for
+region resolution (does the maximal region overlap a box,
+`localized_metrics.grid_pointing_game`; its chance level, that of a
+random region, is reported next to it), and upsampled to the image for
 CNR and IoU (`localized_metrics`).
 """
 
@@ -113,7 +114,7 @@ def upsample(maps: np.ndarray, size: int) -> np.ndarray:
 def evaluate(loaded, split, mean: float = 0.5, std: float = 0.5,
              batch: int = 16) -> dict:
   """Pointing game, CNR and IoU over a `LocalizedSplit` with phrases."""
-  pg, cnr, iou = [], [], []
+  pg, chance, cnr, iou = [], [], [], []
   size = split.images.shape[1]
   for s in range(0, len(split), batch):
     imgs = (split.images[s:s + batch].astype(np.float32) / 255.0 - mean) / std
@@ -124,11 +125,15 @@ def evaluate(loaded, split, mean: float = 0.5, std: float = 0.5,
       if not target.any():
         continue
       pg.append(localized_metrics.grid_pointing_game(grid[k], target))
+      chance.append(localized_metrics.grid_pointing_chance(grid[k].shape,
+                                                           target))
       c = localized_metrics.cnr(hm, target)
       if not np.isnan(c):
         cnr.append(c)
       iou.append(localized_metrics.heatmap_iou(hm, target))
   return {"pointing_game": float(np.mean(pg)) if pg else float("nan"),
+          "pointing_game_chance": (float(np.mean(chance)) if chance
+                                   else float("nan")),
           "cnr": float(np.mean(cnr)) if cnr else float("nan"),
           "iou": float(np.nanmean(iou)) if iou else float("nan"),
           "num_phrases": float(len(pg))}

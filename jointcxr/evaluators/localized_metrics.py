@@ -158,28 +158,47 @@ def pointing_game(heatmap: np.ndarray, target_mask: np.ndarray) -> float:
   return float(bool(np.asarray(target_mask)[idx]))
 
 
+def _cell_hits(grid_shape: tuple[int, int], target_mask: np.ndarray
+               ) -> np.ndarray:
+  """[h, w] bool: which cells of an h x w region grid overlap the target."""
+  h, w = grid_shape
+  t = np.asarray(target_mask, bool)
+  big_h, big_w = t.shape
+  ys = np.linspace(0, big_h, h + 1).round().astype(int)
+  xs = np.linspace(0, big_w, w + 1).round().astype(int)
+  return np.array([[t[ys[r]:max(ys[r + 1], ys[r] + 1),
+                      xs[c]:max(xs[c + 1], xs[c] + 1)].any()
+                    for c in range(w)] for r in range(h)])
+
+
 def grid_pointing_game(grid_map: np.ndarray, target_mask: np.ndarray
                        ) -> float:
-  """Pointing game of a region-level map: 1.0 when the centre of its
-  maximal cell falls inside the target region.
+  """Pointing game of a region-level map: 1.0 when its maximal region
+  overlaps the target (ties: the fraction of tied maxima that do).
 
-  A model's grounding map has one value per region; upsampled bilinearly,
-  a maximal edge region becomes a plateau that reaches the image border,
-  and the argmax of the plateau (its first pixel) is the image corner:
-  `pointing_game` on the upsampled map then scores where the border is,
-  not where the model points. The cell centre is the point the model
-  actually designates.
+  A model's grounding map has one value per region, so the region is what
+  it points at. Scoring a pixel instead is wrong both ways: upsampled
+  bilinearly, a maximal edge region becomes a plateau whose argmax (its
+  first pixel) is the image corner, and the cell centre misses boxes
+  smaller than a cell (MS-CXR-like boxes at 64 px with 16-px regions) that
+  the region covers. A constant map (no model) scores the fraction of
+  regions touching the target, as random pointing does: see
+  `grid_pointing_chance`.
 
   Args:
     grid_map: [h, w] region-level heatmap (higher = more relevant).
     target_mask: [H, W] bool target region of the image.
   """
-  h, w = grid_map.shape
-  big_h, big_w = np.asarray(target_mask).shape
-  r, c = np.unravel_index(np.argmax(grid_map), grid_map.shape)
-  y = min(int((r + 0.5) * big_h / h), big_h - 1)
-  x = min(int((c + 0.5) * big_w / w), big_w - 1)
-  return float(bool(np.asarray(target_mask)[y, x]))
+  g = np.asarray(grid_map, np.float64)
+  hits = _cell_hits(g.shape, target_mask)
+  top = g >= g.max() - 1e-6 * max(1.0, abs(float(g.max())))
+  return float(hits[top].mean())
+
+
+def grid_pointing_chance(grid_shape: tuple[int, int],
+                         target_mask: np.ndarray) -> float:
+  """The pointing game of a uniformly random region (the chance level)."""
+  return float(_cell_hits(grid_shape, target_mask).mean())
 
 
 def cnr(heatmap: np.ndarray, target_mask: np.ndarray) -> float:
