@@ -25,6 +25,7 @@ demo's, chosen on the validation split. Writes `validity.json` and
 `validity.md`.
 """
 
+import json
 import os
 import tempfile
 import time
@@ -95,8 +96,12 @@ def paired_claim(a: Sequence[float], b: Sequence[float]) -> dict:
   d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
   s = localized_metrics.mean_std_ci(d)
   lo, hi = s["ci95"]
-  verdict = ("holds" if lo > 0 else "direction only" if s["mean"] > 0 else
-             "does not hold")
+  if s["n"] < 2:  # no interval from one seed: direction only at best
+    verdict = ("direction only (1 seed)" if s["mean"] > 0 else
+               "does not hold (1 seed)")
+  else:
+    verdict = ("holds" if lo > 0 else "direction only" if s["mean"] > 0
+               else "does not hold")
   return {"mean_diff": s["mean"], "ci95": [lo, hi], "n": s["n"],
           "a": [float(x) for x in a], "b": [float(x) for x in b],
           "verdict": verdict}
@@ -163,15 +168,29 @@ def measure(work_dir: str, seeds: int = 3, steps: int = 0,
   data = demo.convert_data(work_dir, size)
   results: dict[str, list[dict]] = {m: [] for m in MODELS}
   timing: dict[str, float] = {}
+  # Finished (model, seed) evaluations are kept in work_dir, so a run that
+  # stops midway continues where it was (the trainer resumes likewise).
+  done_path = os.path.join(work_dir, "validity_runs.json")
+  done = {}
+  if os.path.exists(done_path):
+    with open(done_path) as f:
+      done = json.load(f)
   for seed in range(seeds):
     for m in MODELS:
       t = time.time()
-      wd = os.path.join(work_dir, "runs", f"{m.replace(' ', '_')}_{seed}")
-      train.train_and_evaluate(model_config(m, data, steps, seed, size), wd)
-      res = evaluate_model(wd, data, size, tasks, epochs=2 if quick else 8)
-      results[m].append({k: v for k, v in res.items()
-                         if isinstance(v, (int, float))})
-      timing[f"{m}/{seed}"] = time.time() - t
+      name = f"{m}/{seed}/{steps}"
+      if name not in done:
+        wd = os.path.join(work_dir, "runs", f"{m.replace(' ', '_')}_{seed}")
+        train.train_and_evaluate(model_config(m, data, steps, seed, size), wd)
+        res = evaluate_model(wd, data, size, tasks, epochs=2 if quick else 8)
+        done[name] = {"result": {k: v for k, v in res.items()
+                                 if isinstance(v, (int, float))},
+                      "seconds": time.time() - t}
+        with open(done_path + ".tmp", "w") as f:
+          json.dump(done, f)
+        os.replace(done_path + ".tmp", done_path)
+      results[m].append(done[name]["result"])
+      timing[f"{m}/{seed}"] = done[name]["seconds"]
       log(f"[validity] {m} seed {seed}: {timing[f'{m}/{seed}']:.0f}s")
   out = {"seeds": seeds, "steps": steps, "subjects": subjects,
          "image_size": size, "tasks": list(tasks), "results": results,
@@ -202,11 +221,14 @@ def to_markdown(r: dict) -> str:
     lines.append(f"| {name} | {fmt(c['a'])} | {fmt(c['b'])} | "
                  f"{c['mean_diff']:+.3f} [{c['ci95'][0]:+.3f}, "
                  f"{c['ci95'][1]:+.3f}] | {c['verdict']} |")
-  verdicts = [c["verdict"] for c in r["claims"].values()]
+  verdicts = [c["verdict"].split(" (")[0] for c in r["claims"].values()]
   lines += ["", f"{verdicts.count('holds')} of {len(verdicts)} hold, "
             f"{verdicts.count('direction only')} in direction only, "
             f"{verdicts.count('does not hold')} do not hold. "
-            f"{r['seconds'] / 60:.0f} min."]
+            f"{r['seconds'] / 60:.0f} min wall; "
+            f"{sum(r['seconds_per_run'].values()) / 60:.0f} min of "
+            "train + evaluate runs (this invocation or the earlier ones "
+            "it continued)."]
   if "hsu" in r:
     from bench import hsu_claims  # pylint: disable=g-import-not-at-top
     lines += ["", hsu_claims.to_markdown(r["hsu"])]

@@ -27,6 +27,9 @@ def test_paired_claim_is_a_t_interval_on_seed_differences():
       "verdict"] == "direction only"
   assert validity.paired_claim([0.1, 0.2], [0.2, 0.3])[
       "verdict"] == "does not hold"
+  # One seed has no interval: never "holds".
+  assert validity.paired_claim([0.5], [0.2])["verdict"] == (
+      "direction only (1 seed)")
 
 
 def test_task_keys_match_eval_localized():
