@@ -37,16 +37,27 @@ def _verdicts(results: dict, tasks: list[str]) -> list[str]:
         "_mean")), None)
     return res.get(k) if k else None
 
+  def ci(res, task):
+    lo = next((v for k, v in res.items() if k.startswith(task + "/")
+               and k.endswith("_ci95_low")), None)
+    hi = next((v for k, v in res.items() if k.startswith(task + "/")
+               and k.endswith("_ci95_high")), None)
+    return lo, hi
+
   for other in ("random init", "ConVIRT"):
-    wins = total = 0
+    wins = total = apart = 0
     for t in tasks:
       a, b = metric(r["LoVT"], t), metric(r[other], t)
       if a is not None and b is not None and not (np.isnan(a) or np.isnan(b)):
         total += 1
         wins += a > b
+        (lo_a, _), (_, hi_b) = ci(r["LoVT"], t), ci(r[other], t)
+        apart += (a > b and lo_a is not None and hi_b is not None
+                  and lo_a > hi_b)
     if total:
       out.append(f"- LoVT beats {other} on {wins} of {total} localized "
-                 "tasks.")
+                 f"tasks ({apart} with non-overlapping 95% CIs over the "
+                 "probe seeds).")
   for key, name in (("retrieval/t2i/R@10", "report→image R@10"),
                     ("probe/auroc_mean", "linear-probe AUROC")):
     vals = {m: r[m].get(key) for m in r}
@@ -55,6 +66,13 @@ def _verdicts(results: dict, tasks: list[str]) -> list[str]:
       out.append(f"- {name}: " + ", ".join(f"{m} {_fmt(v)}" for m, v in
                                               vals.items()) +
                  f" (best: {best}).")
+  n = r["LoVT"].get("meta/num_examples")
+  pg = r["LoVT"].get("grounding/ms_cxr/pointing_game_chance")
+  if n:
+    out.append(f"- chance: R@10 = 10 / {int(n)} test studies = "
+               f"{10 / n:.3f}" + (f"; pointing game of a random region "
+                                  f"{pg:.3f}" if pg is not None else "")
+               + ".")
   return out
 
 
