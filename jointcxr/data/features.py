@@ -11,7 +11,6 @@ previous one.
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 SCHEMA_VERSION = "1.1.0"  # 1.1: + report_features (reports-only sets)
@@ -148,6 +147,9 @@ class KeepEncoded(tfds.decode.Decoder):
 
   @property
   def dtype(self):
+    # Imported here: tfds loads TensorFlow lazily, and the converters' CLIs
+    # must answer a bad flag before TensorFlow prints its start-up lines.
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     return tf.nest.map_structure(lambda t: t.tf_dtype,
                                  self.feature.get_serialized_info())
 
