@@ -22,8 +22,11 @@ pid, nproc, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 out_dir, data_dir, tokenizer = sys.argv[4], sys.argv[5], sys.argv[6]
 mesh_spec, rules = (sys.argv[7:9] if len(sys.argv) > 8 else
                     ("data:-1", ".*=replicate"))
+# The scheduler flag: see conftest.py (collectives starving the CPU pool).
 os.environ["XLA_FLAGS"] = ("--xla_force_host_platform_device_count="
-                           f"{4 // nproc}")
+                           f"{4 // nproc} "
+                           "--xla_cpu_enable_concurrency_optimized_scheduler="
+                           "false")
 os.environ["JAX_PLATFORMS"] = "cpu"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))

@@ -10,7 +10,19 @@ import os
 import sys
 import tempfile
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# 8 fake CPU devices, and XLA:CPU's concurrency-optimized scheduler off: it
+# lets one device run two independent collectives at once, and with 8 fake
+# devices on 2 cores those waits starve the thread another device needs to
+# reach the first collective; LoVT's step then died in a 40 s rendezvous
+# timeout (SIGABRT, issue 17), most often when loaded from the persistent
+# compilation cache.
+_XLA_FLAGS = ("--xla_force_host_platform_device_count=8",
+              "--xla_cpu_enable_concurrency_optimized_scheduler=false")
+_flags = os.environ.get("XLA_FLAGS", "")
+for _f in _XLA_FLAGS:
+  if _f.split("=")[0] not in _flags:
+    _flags = f"{_flags} {_f}".strip()
+os.environ["XLA_FLAGS"] = _flags
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One OpenBLAS thread per process: its spinning workers fight the XLA pool
