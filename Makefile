@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not serial" tests
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n $(PYTEST_WORKERS) -q --durations=25 -m "not serial" tests
 	# Multi-process jax.distributed tests alone: gloo gives a peer 30 s to
 	# join a collective, which a CPU shared with other tests can exceed.
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -m serial tests
