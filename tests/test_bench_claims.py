@@ -1,4 +1,5 @@
-"""bench.validity's verdicts and bench.ceilings' raw-pixel features, by value.
+"""bench.validity's verdicts, bench.ceilings' raw-pixel features and
+bench.localized_floors' content-free Dice floors, by value.
 
 The full benchmarks take tens of minutes; what decides their tables (the
 paired-seed statistics, which claim compares what, the PCA of the pixels)
@@ -12,6 +13,7 @@ import pytest
 from scipy import stats
 
 from bench import ceilings
+from bench import localized_floors
 from bench import validity
 
 
@@ -93,3 +95,30 @@ def test_pca_pixels_are_train_principal_components():
   want = ref.transform(test.reshape(50, -1))
   np.testing.assert_allclose(np.abs(te[:, :3]), np.abs(want[:, :3]),
                              rtol=1e-6, atol=1e-6)
+
+
+def _masks(n, rng, fixed):
+  m = np.zeros((n, 16, 16, 2), np.uint8)
+  for k in range(n):
+    y, x = (4, 4) if fixed else rng.integers(0, 12, size=2)
+    m[k, y:y + 4, x:x + 4, 0] = 1  # class 1 never present
+  return m
+
+
+def test_all_positive_dice_is_2p_over_n_plus_p():
+  m = _masks(10, np.random.default_rng(0), fixed=False)
+  p, n = m[..., 0].sum(), m[..., 0].size
+  assert localized_floors.all_positive_dice(m) == pytest.approx(
+      100 * 2 * p / (n + p))
+
+
+def test_location_prior_finds_a_fixed_lesion_and_not_a_moving_one():
+  rng = np.random.default_rng(0)
+  fixed = [_masks(20, rng, True) for _ in range(3)]
+  assert localized_floors.location_prior_dice(*fixed)["dice"] == (
+      pytest.approx(100.0))
+  moving = [_masks(200, rng, False) for _ in range(3)]
+  d = localized_floors.location_prior_dice(*moving)["dice"]
+  # Better than all-positive (it learns the lesion-free border), far from
+  # what seeing the image would give.
+  assert localized_floors.all_positive_dice(moving[2]) < d < 40.0
