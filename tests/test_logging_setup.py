@@ -24,6 +24,20 @@ def test_library_info_is_dropped_and_warnings_kept():
   assert f.filter(_record(orbax, logging.ERROR))
 
 
+def test_tfds_notice_about_its_own_deprecated_calls_is_dropped():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  f = logging_setup.LibraryInfoFilter()
+  feature = os.path.join(os.path.dirname(tfds.__file__), "core", "features",
+                         "feature.py")
+  rec = lambda msg, path=feature: logging.LogRecord(
+      "absl", logging.WARNING, path, 1, msg, (), None)
+  assert not f.filter(rec("`FeatureConnector.dtype` is deprecated. Please "
+                          "change your code to use NumPy ..."))
+  assert f.filter(rec("some other tfds warning"))
+  ours = os.path.join(os.path.dirname(jointcxr.__file__), "train.py")
+  assert f.filter(rec("`X.dtype` is deprecated", ours))
+
+
 class _Keep(logging.Handler):
 
   def __init__(self, *filters):
