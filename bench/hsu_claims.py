@@ -4,8 +4,9 @@ r"""Hsu et al. 2018's headline claims on the demo data, in direction.
         [--data_dir=D --tokenizer=T] [--work_dir=W] [--image_features=both]
 
 Without `--data_dir` the demo's synthetic MIMIC-CXR is built in the work
-directory (`jointcxr.demo.generate_data(subjects=900, seed=0,
-localized=False)` and `convert_data(size=64)`). `bench.validity` imports
+directory (`jointcxr.demo.generate_data(subjects=demo.DEFAULT_SUBJECTS,
+seed=0, localized=False)` and `convert_data(size=64)`), the data `make
+demo` trains on. `bench.validity` imports
 `measure` and `to_markdown`; on its own the binary writes
 `hsu_claims.json` and `hsu_claims.md` through `bench.report.write_pair`.
 
@@ -546,7 +547,7 @@ def main(argv):
     # pylint: disable=g-import-not-at-top
     from jointcxr import demo
     # pylint: enable=g-import-not-at-top
-    demo.generate_data(work, 900, 0, localized=False)
+    demo.generate_data(work, demo.DEFAULT_SUBJECTS, 0, localized=False)
     d = demo.convert_data(work, 64, localized=False)
     data_dir, tok = d["mimic_cxr"], tok or d["tokenizer"]
   if not tok:
