@@ -539,6 +539,8 @@ def to_markdown(r: dict) -> str:
 
 def main(argv):
   del argv
+  from jointcxr import logging_setup  # pylint: disable=g-import-not-at-top
+  logging_setup.setup()
   f = flags.FLAGS
   work = f.work_dir or tempfile.mkdtemp(prefix="jointcxr_hsu_claims_")
   os.makedirs(work, exist_ok=True)
