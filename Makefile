@@ -22,7 +22,7 @@ test: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -n $(PYTEST_WORKERS) -q --durations=25 -m "not serial" tests
 	# Multi-process jax.distributed tests alone: gloo gives a peer 30 s to
 	# join a collective, which a CPU shared with other tests can exceed.
-	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q -m serial tests
+	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m pytest -q --durations=5 -m serial tests
 
 demo: $(STAMP)
 	TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m jointcxr.demo --output_dir=$(DEMO_OUT)
