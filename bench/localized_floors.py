@@ -19,7 +19,6 @@ without it the demo's data are generated and converted in a temp
 directory. Writes `localized_floors.json` and `localized_floors.md`.
 """
 
-import json
 import os
 import tempfile
 import time
@@ -28,6 +27,8 @@ from typing import Callable
 from absl import app
 from absl import flags
 import numpy as np
+
+from bench import report
 
 SEG_SETS = ("rsna", "siim", "covid_rural", "nih")
 
@@ -115,7 +116,7 @@ def to_markdown(r: dict) -> str:
                  f"{100 * v['positive_pixel_fraction']:.2f} % | "
                  f"{v['all_positive']:.2f} | {v['location_prior']:.2f} |")
   lines += ["", f"{r['seconds']:.0f} s."]
-  return "\n".join(lines) + "\n"
+  return "\n".join(lines)
 
 
 def main(argv):
@@ -134,13 +135,10 @@ def main(argv):
   r = {"image_size": f.image_size, "data_dir": data_dir,
        "sets": measure(data_dir, f.image_size)}
   r["seconds"] = time.time() - t0
-  os.makedirs(f.output_dir, exist_ok=True)
-  with open(os.path.join(f.output_dir, "localized_floors.json"), "w") as fh:
-    json.dump(r, fh, indent=1)
   md = to_markdown(r)
-  with open(os.path.join(f.output_dir, "localized_floors.md"), "w") as fh:
-    fh.write(md)
+  paths = report.write_pair(f.output_dir, "localized_floors", r, md)
   print(md)
+  print("wrote", *paths)
 
 
 if __name__ == "__main__":
