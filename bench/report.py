@@ -2,7 +2,42 @@
 
 import json
 import os
+import platform
 from typing import Any
+
+# The ISA features that change CPU kernel choice (and so every speed ratio).
+_ISA = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16",
+        "avx512_fp16", "amx_bf16", "amx_tile", "amx_int8")
+
+
+def machine() -> dict[str, Any]:
+  """CPU model, core count and ISA flags of this host, for result headers.
+
+  Speed figures are only comparable on one CPU model and ISA, so every
+  benchmark records them (read from /proc/cpuinfo; "unknown" elsewhere).
+  """
+  model, flags = "unknown", set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown":
+          model = value.strip()
+        elif key.strip() == "flags" and not flags:
+          flags = set(value.split())
+  except OSError:
+    pass
+  return {"cpu_model": model, "cpu_count": os.cpu_count(),
+          "machine": platform.machine(),
+          "isa": [f for f in _ISA if f in flags]}
+
+
+def machine_line(c: dict[str, Any]) -> str:
+  """One header phrase from a `machine()` dict (older results: partial)."""
+  isa = c.get("isa")
+  return (f"{c.get('cpu_model', 'CPU model not recorded')}, "
+          f"{c.get('cpu_count', '?')} CPUs ({c.get('machine', '?')}; ISA: "
+          f"{', '.join(isa) if isa else 'not recorded'})")
 
 
 def write_pair(output_dir: str, stem: str, result: dict[str, Any],

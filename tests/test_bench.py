@@ -158,3 +158,27 @@ def test_hsu_claims_measure_end_to_end(converted_mimic, tokenizer_path,
   assert "| ea | n/a | " in md and "| chance | " in md
   assert md.count("**yes**") + md.count("**no**") == 4
   json.dumps(r)  # the report is JSON-able as written by write_pair
+
+
+def test_machine_header_names_cpu_and_isa(tmp_path):
+  m = report.machine()
+  assert m["cpu_count"] == os.cpu_count() and m["cpu_model"]
+  assert set(m["isa"]) <= set(report._ISA)  # pylint: disable=protected-access
+  line = report.machine_line({"cpu_model": "X CPU", "cpu_count": 2,
+                              "machine": "x86_64", "isa": ["avx2", "fma"]})
+  assert line == "X CPU, 2 CPUs (x86_64; ISA: avx2, fma)"
+  # Results written before the header existed still render.
+  assert report.machine_line({"cpu_count": 2, "machine": "x86_64"}) == (
+      "CPU model not recorded, 2 CPUs (x86_64; ISA: not recorded)")
+
+
+def test_retrieval_bench_times_blocked_against_unfused(tmp_path):
+  from bench import retrieval  # pylint: disable=g-import-not-at-top
+  r = retrieval.run(3000, chunk_size=512, peak_n=128, peak_repeats=2)
+  assert r["metrics"]["R@1"] == 1.0
+  assert r["ranks_differing"] == 0 and r["topk_rows_differing"] <= 30
+  assert r["unfused_over_blocked"] == pytest.approx(
+      r["unfused_wall_s"] / r["wall_s"])
+  md = retrieval.to_markdown(r)
+  assert "| blocked pass (the evaluator) | 3,000 |" in md
+  assert "| unfused (before)" in md and r["config"]["cpu_model"] in md

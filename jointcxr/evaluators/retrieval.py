@@ -22,7 +22,8 @@ def metrics(emb, *, ks: Sequence[int] = (1, 5, 10),
   """Flat metric dict (keys like `retrieval/i2t/R@1`)."""
   out = {}
   kmax = max(max(ks), max(ndcg_ks), precision_k)
-  r_i2t, _ = rm.ranks_and_topk(emb.img, emb.txt, k=1, chunk_size=chunk_size)
+  r_i2t, _ = rm.ranks_and_topk(emb.img, emb.txt, k=0,  # ranks only
+                               chunk_size=chunk_size)
   r_t2i, top_t2i = rm.ranks_and_topk(emb.txt, emb.img, k=kmax,
                                      chunk_size=chunk_size)
   for name, ranks in (("i2t", r_i2t), ("t2i", r_t2i)):
