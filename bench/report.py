@@ -41,12 +41,24 @@ def machine_line(c: dict[str, Any]) -> str:
 
 
 def write_pair(output_dir: str, stem: str, result: dict[str, Any],
-               markdown: str) -> tuple[str, str]:
+               markdown: str, *, measured_here: bool = True
+               ) -> tuple[str, str]:
   """Writes `<stem>.json` and `<stem>.md` atomically; returns their paths.
 
   Each file goes through a `.tmp` sibling and `os.replace`, so an
-  interrupted benchmark never leaves a half-written result behind.
+  interrupted benchmark never leaves a half-written result behind. A result
+  `measured_here` (every benchmark's own run) is stamped with this host's
+  `machine()` under "host_machine" unless it has one; the Markdown gets a
+  "Host:" line under its title unless it already names the host, so no
+  figure is compared across CPUs by accident.
   """
+  if measured_here and "host_machine" not in result:
+    result = {**result, "host_machine": machine()}
+  host = result.get("host_machine")
+  line = f"Host: {machine_line(host) if host else 'not recorded'}."
+  if host is None or machine_line(host) not in markdown:
+    head, sep, rest = markdown.partition("\n")
+    markdown = f"{head}\n\n{line}{sep}{rest}"
   os.makedirs(output_dir, exist_ok=True)
   paths = []
   for name, text in ((f"{stem}.json", json.dumps(result, indent=1)),

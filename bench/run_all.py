@@ -30,6 +30,8 @@ from typing import Any, Sequence
 from absl import app
 from absl import flags
 
+from bench import report
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> (full-run flags, quick flags).
@@ -116,7 +118,7 @@ def summary(rows: Sequence[dict[str, Any]], command: str) -> str:
       "# Benchmark summary", "",
       f"`{command}`", "",
       f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {platform.node()}, "
-      f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+      f"{report.machine_line(report.machine())}, Python "
       f"{platform.python_version()}, load average "
       f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}.", "",
       "| benchmark | status | wall s |", "|---|---|---:|"]

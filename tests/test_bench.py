@@ -182,3 +182,26 @@ def test_retrieval_bench_times_blocked_against_unfused(tmp_path):
   md = retrieval.to_markdown(r)
   assert "| blocked pass (the evaluator) | 3,000 |" in md
   assert "| unfused (before)" in md and r["config"]["cpu_model"] in md
+
+
+def test_every_result_names_its_host(tmp_path):
+  md = "# Title\n\nbody\n"
+  j, m = report.write_pair(str(tmp_path), "x", {"a": 1}, md)
+  with open(j) as f:
+    assert json.load(f)["host_machine"] == report.machine()
+  with open(m) as f:
+    text = f.read()
+  assert text.startswith("# Title\n\nHost: " + report.machine_line(
+      report.machine()) + ".\n\nbody")
+  # A header that already names the host is left as it is; a re-rendered
+  # result from elsewhere keeps its own host.
+  host = {"cpu_model": "Other CPU", "cpu_count": 4, "machine": "arm64",
+          "isa": []}
+  md = "# T\n\n" + report.machine_line(host) + ", more\n"
+  _, m = report.write_pair(str(tmp_path), "y", {"host_machine": host}, md)
+  with open(m) as f:
+    assert f.read() == md + "\n"
+  _, m = report.write_pair(str(tmp_path), "z", {}, "# T\n",
+                           measured_here=False)
+  with open(m) as f:
+    assert f.read() == "# T\n\nHost: not recorded.\n\n"
