@@ -27,6 +27,7 @@ from typing import Any
 
 from absl import app
 from absl import flags
+from flax import traverse_util
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
@@ -47,26 +48,15 @@ class ImportError_(ValueError):
   """Pretrained weights that do not fit the model (named keys/shapes)."""
 
 
-def flatten(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
-  out = {}
-  for k, v in tree.items():
-    key = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(flatten(v, key + "/"))
-    else:
-      out[key] = np.ascontiguousarray(np.asarray(v))
-  return out
+def flatten(tree: Any) -> dict[str, np.ndarray]:
+  """{"a/b/c": contiguous array} of a nested dict (safetensors' layout)."""
+  return {k: np.ascontiguousarray(np.asarray(v))
+          for k, v in traverse_util.flatten_dict(tree, sep="/").items()}
 
 
 def unflatten(flat: dict[str, np.ndarray]) -> dict:
-  out: dict = {}
-  for k, v in flat.items():
-    node = out
-    parts = k.split("/")
-    for p in parts[:-1]:
-      node = node.setdefault(p, {})
-    node[parts[-1]] = v
-  return out
+  """The nested dict of `flatten`'s "a/b/c" keys."""
+  return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def _split_variables(variables: dict) -> dict[str, dict]:

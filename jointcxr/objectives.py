@@ -56,6 +56,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from jointcxr import losses
+from jointcxr import sharding
 from jointcxr.losses import sharded
 from jointcxr.losses.ranking import random_negatives  # noqa: F401
 
@@ -159,7 +160,7 @@ def _example_mask(batch: Mapping[str, Any] | None, b: int) -> Array | None:
 
 def default_data_axis(mesh: Mesh) -> str | tuple[str, ...]:
   """Mesh axes the batch is split over: `data` and `fsdp` where present."""
-  names = tuple(n for n in ("data", "fsdp") if n in mesh.shape)
+  names = sharding.batch_axes(mesh)
   if not names:
     raise ValueError(f"mesh {tuple(mesh.shape)} has neither a 'data' nor an "
                      "'fsdp' axis; pass data_axis=")

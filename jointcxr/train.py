@@ -104,13 +104,8 @@ def dummy_batch(config, n: int = 2) -> dict:
 
 
 def mesh_rules(config, mesh) -> list:
-  """Logical-axis rules restricted to axes this mesh has."""
-  out = []
-  for name, axes in config.logical_axis_rules:
-    axes = (axes,) if isinstance(axes, str) else tuple(axes or ())
-    kept = tuple(a for a in axes if a in mesh.axis_names)
-    out.append((name, kept[0] if len(kept) == 1 else (kept or None)))
-  return out
+  """The config's logical-axis rules restricted to axes this mesh has."""
+  return sharding.logical_rules(config.logical_axis_rules, mesh)
 
 
 def init_state(config, model, opt: optim.Optimizer, mesh, rng):
@@ -336,10 +331,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   # -- Mesh and logging --------------------------------------------------
   mesh = sharding.make_mesh(config.mesh)
-  if config.batch_size % (jax.device_count() // mesh.shape.get(
-      "model", 1)):
+  if config.batch_size % sharding.data_parallelism(mesh):
     raise ValueError(f"batch_size {config.batch_size} must divide by the "
-                     f"{jax.device_count()} devices of the data axes")
+                     f"{sharding.data_parallelism(mesh)} batch shards of the "
+                     f"mesh (axes {sharding.batch_axes(mesh)})")
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
   logging.info("mesh %s, %d processes", dict(mesh.shape), jax.process_count())

@@ -13,7 +13,6 @@ from jax.sharding import Mesh
 
 from jointcxr import losses
 from jointcxr import objectives
-from jointcxr.models import two_towers
 
 B, D = 8, 8
 
@@ -28,7 +27,7 @@ def _outputs(method):
     out.update(
         img_local=_normal(2, (B, 4, D)), img_attended=_normal(3, (B, 4, D)),
         img_weights=jax.nn.softmax(_normal(4, (B, 4))),
-        img_positions=two_towers.grid_positions(2, 2),
+        img_positions=losses.grid_positions(2, 2),
         txt_local=_normal(5, (B, 3, D)), txt_attended=_normal(6, (B, 3, D)),
         txt_weights=jax.nn.softmax(_normal(7, (B, 3))),
         txt_local_mask=jnp.ones((B, 3), bool).at[0, 2].set(False))

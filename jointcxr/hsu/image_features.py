@@ -14,6 +14,7 @@ import hashlib
 import json
 from typing import Iterable, Iterator
 
+from flax import traverse_util
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -44,32 +45,12 @@ def init_variables(model: densenet.DenseNet, image_size: int, seed: int
   return nn.meta.unbox(v)
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict) or hasattr(v, "items"):
-      out.update(_flatten(dict(v), f"{prefix}{k}/"))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
-def _unflatten(flat: dict[str, np.ndarray]) -> dict:
-  out: dict = {}
-  for key, val in flat.items():
-    node = out
-    *parents, leaf = key.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = val
-  return out
-
-
 def save_variables(path: str, variables: dict) -> None:
   """Writes variables as flat safetensors (keys "params/conv0/kernel"...)."""
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   save_file({k: np.ascontiguousarray(np.asarray(v), np.float32)
-             for k, v in _flatten(variables).items()}, path)
+             for k, v in traverse_util.flatten_dict(variables,
+                                                    sep="/").items()}, path)
 
 
 def load_variables(path: str, model: densenet.DenseNet, image_size: int
@@ -88,8 +69,8 @@ def load_variables(path: str, model: densenet.DenseNet, image_size: int
   except (OSError, ValueError) as e:
     raise ImageFeatureError(f"{path}: cannot read safetensors ({e})"
                             ) from None
-  target = _flatten(jax.eval_shape(lambda: init_variables(model, image_size,
-                                                          0)))
+  target = traverse_util.flatten_dict(jax.eval_shape(
+      lambda: init_variables(model, image_size, 0)), sep="/")
   missing = sorted(set(target) - set(flat))
   extra = sorted(set(flat) - set(target))
   bad = [k for k in target
@@ -99,7 +80,8 @@ def load_variables(path: str, model: densenet.DenseNet, image_size: int
         f"{path} does not fit the DenseNet: {len(missing)} missing (e.g. "
         f"{missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]}), "
         f"{len(bad)} wrong shapes (e.g. {bad[:2]})")
-  return _unflatten({k: jnp.asarray(v) for k, v in flat.items()})
+  return traverse_util.unflatten_dict(
+      {k: jnp.asarray(v) for k, v in flat.items()}, sep="/")
 
 
 def variables_for(cfg: mlc.ConfigDict, image_size: int, seed: int

@@ -36,8 +36,8 @@ def grid_positions(height: int, width: int) -> np.ndarray:
 
   LoVT's "relative" distance threshold measures distances in units of the
   diagonal sqrt(H^2 + W^2) (e.g. 7x7 conv5 regions), which is what
-  `lovt_local(positions=...)` expects (same as
-  `jointcxr.models.two_towers.grid_positions`).
+  `lovt_local(positions=...)` expects; the two-tower model outputs these as
+  `img_positions`.
   """
   ii, jj = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
   coords = np.stack([ii.ravel(), jj.ravel()], axis=-1).astype(np.float32)

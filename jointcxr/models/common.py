@@ -111,19 +111,6 @@ def norm_layer(kind: str, *, train: bool, dtype: Dtype, param_dtype: Dtype,
   raise ValueError(f"unknown norm {kind!r}; expected 'batch' or 'group'")
 
 
-def _im2col(x: jax.Array, kh: int, kw: int, stride: int, padding: int
-            ) -> jax.Array:
-  """[B,H,W,C] -> [B,Ho,Wo,kh*kw*C] patches, (i, j, c) order like the kernel."""
-  if padding:
-    x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-  h, w = x.shape[1], x.shape[2]
-  ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
-  cols = [x[:, i:i + stride * (ho - 1) + 1:stride,
-            j:j + stride * (wo - 1) + 1:stride, :]
-          for i in range(kh) for j in range(kw)]
-  return jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]
-
-
 class Conv(nn.Module):
   """2-D convolution with symmetric explicit padding (PyTorch semantics).
 
@@ -180,8 +167,8 @@ class Conv(nn.Module):
             0, 1, 3, 2, 4, 5).reshape(b, h // k, w // k, k * k * cin)
         y = y @ kernel.reshape(-1, self.features)
       else:
-        y = _im2col(x, k, k, self.stride, pad) @ kernel.reshape(-1,
-                                                                 self.features)
+        y = cpu_kernels.im2col(x, k, self.stride, pad) @ kernel.reshape(
+            -1, self.features)
     else:
       raise ValueError(f"unknown conv_impl {self.conv_impl!r}; expected "
                        "'xla' or 'im2col'")

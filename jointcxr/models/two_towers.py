@@ -55,29 +55,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jointcxr.losses import lovt as lovt_losses
 from jointcxr.models import bert as bert_lib
 from jointcxr.models import heads
 
 METHODS = ("lovt", "clip", "siglip", "convirt", "joimternet")
 HEAD_KEYS = ("dim", "hidden", "norm", "pool_heads", "attention_norm",
              "learn_temperature", "temperature", "mlm", "mlm_tied")
-
-
-def grid_positions(h: int, w: int) -> jax.Array:
-  """Region grid coordinates for LoVT's spatial soft positives.
-
-  Args:
-    h: grid rows.
-    w: grid columns.
-
-  Returns:
-    [h*w, 2] float32 (row, column) indices in row-major region order,
-    divided by the grid diagonal sqrt(h^2 + w^2) (LoVT's "relative"
-    distances).
-  """
-  ii, jj = jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij")
-  pos = jnp.stack([ii.reshape(-1), jj.reshape(-1)], -1).astype(jnp.float32)
-  return pos / math.sqrt(h * h + w * w)
 
 
 def tower(name: str, kwargs: Mapping[str, Any], **extra) -> nn.Module:
@@ -206,7 +190,7 @@ class Model(nn.Module):
                img_weights=weights)
     if self.method == "lovt":
       out["img_local"] = self.img_proj_local(regions, train=train)
-      out["img_positions"] = grid_positions(h, w)
+      out["img_positions"] = jnp.asarray(lovt_losses.grid_positions(h, w))
     return out
 
   # ----------------------------------------------------------------- text --
