@@ -32,6 +32,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from jointcxr import torch_layout
+from jointcxr.data import tokenizer as tok_lib
 
 FLAGS = flags.FLAGS
 
@@ -84,8 +85,7 @@ def export(workdir: str, output: str, fmt: str = "flax") -> dict:
   cfg = json.loads(loaded.config.to_json_best_effort())
   with open(os.path.join(output, "config.json"), "w") as f:
     json.dump(cfg, f, indent=2, sort_keys=True)
-  tok_src = loaded.config.input.tokenizer or os.path.join(workdir,
-                                                          "tokenizer.model")
+  tok_src = tok_lib.run_tokenizer_path(loaded.config, workdir)
   tok_name = "vocab.txt" if tok_src.endswith(".txt") else "tokenizer.model"
   shutil.copy(tok_src, os.path.join(output, tok_name))
   if fmt == "torch":
@@ -182,7 +182,6 @@ def load_text_encoder(directory: str):
 
 
 def _tower_with_vocab(cfg, directory, meta):
-  from jointcxr.data import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
   text = dict(cfg["model"]["text"])
   if text.get("vocab_size", -1) == -1:
     text["vocab_size"] = tok_lib.load_tokenizer(os.path.join(
@@ -194,7 +193,6 @@ def _tower_with_vocab(cfg, directory, meta):
 def load_model(directory: str):
   """The whole two-tower model as `evaluators.common.Loaded`."""
   import ml_collections as mlc  # pylint: disable=g-import-not-at-top
-  from jointcxr.data import tokenizer as tok_lib  # pylint: disable=g-import-not-at-top
   from jointcxr.evaluators import common  # pylint: disable=g-import-not-at-top
   from jointcxr.models import factory  # pylint: disable=g-import-not-at-top
   meta, cfg = _meta(directory)

@@ -79,7 +79,7 @@ def get_tokenizer(config, workdir: str):
   """The configured tokenizer, or one trained on the train split."""
   if config.input.tokenizer:
     return tok_lib.load_tokenizer(config.input.tokenizer)
-  path = os.path.join(workdir, "tokenizer.model")
+  path = tok_lib.run_tokenizer_path(config, workdir)
   if jax.process_index() == 0 and not os.path.exists(path):
     from data_prep import tokenizer as train_tok  # pylint: disable=g-import-not-at-top
     logging.info("training a %d-piece SentencePiece tokenizer on %s",

@@ -271,6 +271,16 @@ class WordPieceTokenizer(_Base):
     return " ".join(toks).replace(" ##", "")
 
 
+# Where a training run keeps the SentencePiece model it trained itself.
+RUN_TOKENIZER = "tokenizer.model"
+
+
+def run_tokenizer_path(config, workdir: str) -> str:
+  """The tokenizer file of a run: `config.input.tokenizer` if set, else the
+  one the trainer wrote into the workdir (`RUN_TOKENIZER`)."""
+  return config.input.tokenizer or os.path.join(workdir, RUN_TOKENIZER)
+
+
 def load_tokenizer(path: str) -> _Base:
   """A tokenizer from a `.model` (SentencePiece) or `vocab.txt` file."""
   if not os.path.exists(path):

@@ -85,9 +85,7 @@ def load_workdir(workdir: str, step: int | str | None = None) -> Loaded:
     raise FileNotFoundError(f"{workdir} is not a training workdir (no "
                             "config.json)")
   config = _config_from_json(cfg_path)
-  tok_path = config.input.tokenizer or os.path.join(workdir,
-                                                    "tokenizer.model")
-  tok = tok_lib.load_tokenizer(tok_path)
+  tok = tok_lib.load_tokenizer(tok_lib.run_tokenizer_path(config, workdir))
   model = factory.from_config(config, tok.vocab_size)
   sub = checkpointing.BEST_DIR if step == "best" else "checkpoints"
   directory = os.path.join(os.path.abspath(workdir), sub)
