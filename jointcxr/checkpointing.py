@@ -20,7 +20,7 @@ a checkpoint of another model (different tree or shapes) is a one-line
 
 With validation on, the trainer keeps a second directory, `BEST_DIR`, with
 the single best state by the validation metric (params, batch_stats and
-step only); `jointcxr.evaluators.common.load_workdir(w, "best")` loads it.
+step only); `jointcxr.loading.load_workdir(w, "best")` loads it.
 """
 
 import os
@@ -190,6 +190,66 @@ class Checkpointer:
     """Waits for pending saves and releases the manager."""
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def read_variables(directory: str, step: int | None = None
+                   ) -> tuple[int, dict]:
+  """The model variables of a saved state, for evaluation and export.
+
+  Only `params` and `batch_stats` are read (`partial_restore`: the
+  optimizer state, often 2x the parameters, stays on disk), as saved, onto
+  this process's first device. Read-only: an unreadable step is skipped
+  with a warning (the newest readable one is used), never moved aside.
+
+  Args:
+    directory: a checkpoint directory (`W/checkpoints` or `W/BEST_DIR`).
+    step: a specific step; None for the newest readable one.
+
+  Returns:
+    (step, {"params": ..., "batch_stats": ...}); "batch_stats" only when
+    the model has any.
+
+  Raises:
+    CheckpointError: no checkpoint, the step is absent, or none readable.
+  """
+  mngr = ocp.CheckpointManager(
+      os.path.abspath(directory),
+      item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                     "data": ocp.JsonCheckpointHandler()},
+      # Not orbax's read_only (it warns on every open); this manager just
+      # never saves or deletes.
+      options=ocp.CheckpointManagerOptions(create=False))
+  saved = sorted(mngr.all_steps(), reverse=True)
+  if not saved:
+    raise CheckpointError(f"{directory} holds no checkpoint")
+  if step is not None and step not in saved:
+    raise CheckpointError(f"{directory} has no step {step} (saved: "
+                          f"{sorted(saved)})")
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  errors = []
+  for s in [step] if step is not None else saved:
+    try:
+      tree = mngr.item_metadata(s)["state"]
+      tree = getattr(tree, "tree", tree)
+      want = {k: tree[k] for k in ("params", "batch_stats")
+              if tree.get(k)}
+      abstract = jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+          want)
+      out = mngr.restore(s, args=ocp.args.Composite(
+          state=ocp.args.PyTreeRestore(
+              item=abstract, partial_restore=True,
+              restore_args=jax.tree.map(
+                  lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding),
+                  abstract))))["state"]
+    except Exception as e:  # orbax/tensorstore raise many types on damage
+      errors.append(f"step {s}: {type(e).__name__}: {_first_line(e)}")
+      logging.warning("checkpoint %s/%d unreadable (%s); trying an older "
+                      "one", directory, s, errors[-1])
+      continue
+    return s, dict(out)
+  raise CheckpointError(f"no readable checkpoint in {directory}: "
+                        + "; ".join(errors))
 
 
 def abstract_like(tree: Any) -> Any:

@@ -111,9 +111,9 @@ def write_results(out: str, runs: dict, results: dict, keep: dict,
   # Pictures.
   try:
     from jointcxr.data import localized as loc_data  # pylint: disable=g-import-not-at-top
-    from jointcxr.evaluators import common  # pylint: disable=g-import-not-at-top
+    from jointcxr import loading  # pylint: disable=g-import-not-at-top
     from jointcxr.evaluators import grounding  # pylint: disable=g-import-not-at-top
-    loaded = common.load_workdir(runs["LoVT"])
+    loaded = loading.load_workdir(runs["LoVT"])
     if "ms_cxr" in loc_dirs:
       split = loc_data.load_split(loc_dirs["ms_cxr"], "test",
                                   loaded.config.input.image_size, 6)

@@ -24,6 +24,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from jointcxr import config_validation
+from jointcxr import loading
 from jointcxr import logging_setup
 from jointcxr.evaluators import classification
 from jointcxr.evaluators import common
@@ -58,7 +59,7 @@ def _prompt_encoder(loaded):
 def evaluate(config, workdir: str) -> dict:
   """Runs the global evaluation; returns the metric dict (also written)."""
   source = config.model_dir or workdir
-  loaded = common.load(source, config.get("checkpoint", "latest"))
+  loaded = loading.load(source, config.get("checkpoint", "latest"))
   data_dir = config.input.data_dir or loaded.config.input.data_dir
   if not data_dir:
     raise ValueError("set --config.input.data_dir (no data_dir in the model "

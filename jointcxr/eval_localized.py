@@ -24,6 +24,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from jointcxr import config_validation
+from jointcxr import loading
 from jointcxr import logging_setup
 from jointcxr.data import localized as loc_data
 from jointcxr.evaluators import common
@@ -147,7 +148,7 @@ def run_task(spec: str, config, towers: dict, keep: dict | None = None
 def evaluate(config, workdir: str, keep: dict | None = None) -> dict:
   """All configured tasks + grounding; writes JSON and Markdown."""
   source = config.model_dir or workdir
-  loaded = common.load(source, config.get("checkpoint", "latest"))
+  loaded = loading.load(source, config.get("checkpoint", "latest"))
   towers = {"model": probes.image_tower(loaded.config.model,
                                         loaded.variables)}
   for b in config.baselines:

@@ -3,7 +3,7 @@ r"""Worked example: fine-tune an exported image tower on a segmentation set.
     python -m jointcxr.finetune_example --model_dir=EXPORTED \
         --data_dir=CONVERTED_SIIM [--epochs=10] [--image_size=224]
 
-Loads the tower with `jointcxr.export.load_image_encoder` (a plain Flax
+Loads the tower with `jointcxr.loading.load_image_encoder` (a plain Flax
 module + variables: no jointcxr training code needed), puts a U-Net decoder
 on it and trains both end to end (after a short frozen warm-up), then
 prints the test Dice. Copy this file as the starting point of your own
@@ -15,7 +15,7 @@ import sys
 from absl import app
 from absl import flags
 
-from jointcxr import export
+from jointcxr import loading
 from jointcxr.data import localized
 from jointcxr.evaluators import probes
 from jointcxr.evaluators import segmentation
@@ -30,7 +30,7 @@ _LR = flags.DEFINE_float("lr", 3e-4, "Adam learning rate.")
 def finetune(model_dir: str, data_dir: str, *, epochs: int, image_size: int,
              lr: float, seed: int = 0) -> dict:
   """Fine-tunes; returns validation and test Dice (%)."""
-  tower, variables = export.load_image_encoder(model_dir)
+  tower, variables = loading.load_image_encoder(model_dir)
   splits = {s: localized.load_split(data_dir, s, image_size)
             for s in ("train", "validation", "test")}
   n_cls = splits["train"].masks.shape[-1]

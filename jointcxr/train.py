@@ -41,6 +41,7 @@ from jointcxr import accumulate
 from jointcxr import checkpointing
 from jointcxr import config_validation
 from jointcxr import health
+from jointcxr import loading
 from jointcxr import logging_setup
 from jointcxr import objectives
 from jointcxr import optim
@@ -386,8 +387,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     last_saved = step0
     logging.info("resumed at step %d", step0)
   elif config.model_init:
-    from jointcxr import export  # pylint: disable=g-import-not-at-top
-    pre = export.load_pretrained(config, sharding.host_value(
+    pre = loading.load_pretrained(config, sharding.host_value(
         {"params": state["params"], "batch_stats": state["batch_stats"]}))
     state = dict(state, **{k: jax.device_put(pre[k], shardings[k])
                            for k in ("params", "batch_stats")})

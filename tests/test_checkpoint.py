@@ -129,3 +129,33 @@ def test_delete_after_drops_an_abandoned_future(tmp_path):
   _, state, _ = ck.restore(checkpointing.abstract_like(_state(mesh)))
   np.testing.assert_array_equal(state["params"]["b"], 7.0)
   ck.close()
+
+
+def test_read_variables_skips_optimizer_state_and_damage(tmp_path):
+  mesh = sharding.make_mesh([("data", -1), ("fsdp", 1)])
+  ck = checkpointing.Checkpointer(str(tmp_path), keep=3, every=1,
+                                  async_save=False)
+  for s in (1, 2):
+    state = dict(_state(mesh, s))
+    state["opt_state"] = {"mu": jnp.ones((64,))}
+    ck.save(s, state, {"step": s})
+  ck.close()
+  step, v = checkpointing.read_variables(str(tmp_path))
+  assert step == 2 and set(v) == {"params"}  # no opt_state, no empty stats
+  np.testing.assert_array_equal(v["params"]["w"], 2 * np.arange(
+      64, dtype=np.float32).reshape(16, 4))
+  assert checkpointing.read_variables(str(tmp_path), 1)[0] == 1
+  with pytest.raises(checkpointing.CheckpointError,
+                     match=r"has no step 7 \(saved: \[1, 2\]\)"):
+    checkpointing.read_variables(str(tmp_path), 7)
+  for f in glob.glob(str(tmp_path / "2" / "state" / "**" / "*"),
+                     recursive=True):
+    if os.path.isfile(f):
+      with open(f, "wb") as fh:
+        fh.write(b"garbage")
+  # Read-only: the damaged newest step is skipped, not moved aside.
+  assert checkpointing.read_variables(str(tmp_path))[0] == 1
+  assert os.path.isdir(tmp_path / "2")
+  with pytest.raises(checkpointing.CheckpointError, match="holds no "
+                     "checkpoint"):
+    checkpointing.read_variables(str(tmp_path / "empty"))

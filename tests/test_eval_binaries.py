@@ -21,6 +21,7 @@ from configs import lovt
 from jointcxr import eval_global
 from jointcxr import eval_localized
 from jointcxr import export
+from jointcxr import loading
 from jointcxr import train
 from jointcxr.data.features import CHEXPERT_LABELS
 from jointcxr.data.features import NO_FINDING_INDEX
@@ -249,7 +250,7 @@ def test_eval_global_health_tells_a_collapsed_model(workdir, converted_mimic,
   cfg = _global_cfg(converted_mimic)
   cfg.probe = False
   cfg.zero_shot = False
-  real = common.load(str(workdir))
+  real = loading.load(str(workdir))
   good = eval_global.evaluate(cfg, str(workdir))
   # The written statistics are those of the embedded split.
   emb = common.embed_split(real, str(converted_mimic), cfg.split,
@@ -265,7 +266,7 @@ def test_eval_global_health_tells_a_collapsed_model(workdir, converted_mimic,
   fc2["bias"] = np.linspace(-1.0, 1.0, fc2["bias"].size).astype(np.float32)
   collapsed = dataclasses.replace(
       real, variables={**real.variables, "params": params})
-  monkeypatch.setattr(common, "load", lambda *a, **k: collapsed)
+  monkeypatch.setattr(loading, "load", lambda *a, **k: collapsed)
   bad = eval_global.evaluate(cfg, str(tmp_path))
   with open(tmp_path / "eval" / "global.json") as f:
     assert json.load(f)["health/img_eff_rank"] == bad["health/img_eff_rank"]
@@ -294,21 +295,21 @@ def test_lovt_validation_loss_and_checkpoint_choice(workdir, tmp_path):
     assert 0.5 < r["val/loss/global_over_lnB"] < 1.5
     assert 1.0 <= r["val/health/img_eff_rank"] <= 8.0
   best = min(val, key=lambda s: val[s]["val/loss"])
-  assert common.load(str(workdir), "best").step == best
-  assert common.load(str(workdir), "4").step == 4
-  assert common.checkpoint_choice("latest") is None
-  assert common.checkpoint_choice("best") == "best"
-  assert common.checkpoint_choice("12") == 12
+  assert loading.load(str(workdir), "best").step == best
+  assert loading.load(str(workdir), "4").step == 4
+  assert loading.checkpoint_choice("latest") is None
+  assert loading.checkpoint_choice("best") == "best"
+  assert loading.checkpoint_choice("12") == 12
   with pytest.raises(ValueError, match="expected 'latest', 'best' or a "
                      "step number"):
-    common.checkpoint_choice("newest")
+    loading.checkpoint_choice("newest")
   # A workdir trained without validation has no best state.
   import shutil  # pylint: disable=g-import-not-at-top
   other = tmp_path / "noval"
   shutil.copytree(workdir, other, ignore=shutil.ignore_patterns(
       "checkpoints_best", "eval"))
   with pytest.raises(FileNotFoundError, match="no best checkpoint"):
-    common.load(str(other), "best")
+    loading.load(str(other), "best")
 
 
 def test_export_round_trip_gives_same_embeddings(workdir, converted_mimic,
@@ -325,7 +326,7 @@ def test_export_round_trip_gives_same_embeddings(workdir, converted_mimic,
   b = eval_global.evaluate(cfg, str(tmp_path / "evaldir"))
   for k in ("retrieval/i2t/R@1", "retrieval/pair_cosine"):
     assert a[k] == pytest.approx(b[k], abs=1e-6)
-  tower, variables = export.load_image_encoder(str(tmp_path / "exp"))
+  tower, variables = loading.load_image_encoder(str(tmp_path / "exp"))
   out = tower.apply(variables, jnp.zeros((1, 64, 64, 1)))
   assert out["regions"].ndim == 4
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from jointcxr import export
+from jointcxr import loading
 from jointcxr import torch_layout
 from jointcxr.models import bert
 from jointcxr.models import resnet
@@ -83,10 +83,10 @@ def test_import_errors_are_clear(tmp_path):
   v = nn.meta.unbox(m.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1))))
   params = {"params": {"img": v["params"], "txt": {}},
             "batch_stats": {"img": v["batch_stats"]}}
-  with pytest.raises(export.ImportError_, match="pickled PyTorch files"):
-    export.load_pretrained(_config("image=/x/resnet50.pth"), params)
-  with pytest.raises(export.ImportError_, match="does not exist"):
-    export.load_pretrained(_config(f"image={tmp_path}/none.safetensors"),
+  with pytest.raises(loading.ImportError_, match="pickled PyTorch files"):
+    loading.load_pretrained(_config("image=/x/resnet50.pth"), params)
+  with pytest.raises(loading.ImportError_, match="does not exist"):
+    loading.load_pretrained(_config(f"image={tmp_path}/none.safetensors"),
                            params)
   m50 = resnet.ResNet(depth=50)
   v50 = _zeros(nn.meta.unbox(jax.eval_shape(
@@ -94,15 +94,15 @@ def test_import_errors_are_clear(tmp_path):
   f = tmp_path / "r50.safetensors"
   save_file(torch_layout.resnet_to_torchvision(v50["params"],
                                                v50["batch_stats"]), str(f))
-  with pytest.raises(export.ImportError_, match="does not fit the model"):
-    export.load_pretrained(_config(f"image={f}"), params)
+  with pytest.raises(loading.ImportError_, match="does not fit the model"):
+    loading.load_pretrained(_config(f"image={f}"), params)
   # The right architecture imports (fc ignored, stem folded to 1 channel).
   f18 = tmp_path / "r18.safetensors"
   sd = torch_layout.resnet_to_torchvision(jax.device_get(v["params"]),
                                           jax.device_get(v["batch_stats"]))
   sd["fc.weight"] = np.zeros((10, 64), np.float32)
   save_file(sd, str(f18))
-  out = export.load_pretrained(_config(f"image={f18}"), params)
+  out = loading.load_pretrained(_config(f"image={f18}"), params)
   np.testing.assert_allclose(out["params"]["img"]["conv1"]["kernel"],
                              v["params"]["conv1"]["kernel"], rtol=1e-6)
   assert jax.tree.structure(out["batch_stats"]) == jax.tree.structure(
@@ -138,7 +138,7 @@ def test_model_init_brings_parameters_and_running_statistics_to_the_trainer(
   c.model_init = f"image={f}"
   train.train_and_evaluate(c, str(tmp_path / "w"))
 
-  loaded = common.load_workdir(str(tmp_path / "w"))
+  loaded = loading.load_workdir(str(tmp_path / "w"))
   assert loaded.step == 0
   got_params = loaded.variables["params"]["img"]
   got_stats = loaded.variables["batch_stats"]["img"]

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from configs import convirt
 from jointcxr import checkpointing
+from jointcxr import loading
 from jointcxr import optim
 from jointcxr import sharding
 from jointcxr import train
@@ -144,7 +145,7 @@ def test_trainer_evaluates_under_an_fsdp_mesh(fsdp_run):
 def test_embed_split_under_every_training_mesh(fsdp_run, converted_mimic,
                                                mesh):
   w, c, _ = fsdp_run
-  loaded = common.load_workdir(str(w))
+  loaded = loading.load_workdir(str(w))
   kw = dict(batch_size=8, limit=8)
   ref = common.embed_split(loaded, str(converted_mimic), "validate", **kw)
   m = sharding.make_mesh(mesh)
@@ -161,7 +162,7 @@ def test_embed_split_under_every_training_mesh(fsdp_run, converted_mimic,
 def test_fsdp_checkpoint_restores_onto_another_mesh(fsdp_run, tokenizer_path,
                                                     mesh, rules):
   w, c, _ = fsdp_run
-  saved = common.load_workdir(str(w)).variables
+  saved = loading.load_workdir(str(w)).variables
   other = c.copy_and_resolve_references()
   other.mesh, other.sharding_rules = mesh, rules
   _, _, _, state, shardings = _init(other, tok_lib.load_tokenizer(

@@ -30,9 +30,9 @@ import ml_collections as mlc
 import numpy as np
 import pytest
 
+from jointcxr import loading
 from jointcxr.data import localized as loc_data
 from jointcxr.data import tokenizer as tok_lib
-from jointcxr.evaluators import common
 from jointcxr.evaluators import grounding
 from jointcxr.models import testing
 from jointcxr.models import two_towers
@@ -101,7 +101,7 @@ def _e(i: int, scale: float = 1.0) -> np.ndarray:
 
 
 def planted_model(method: str, tokenizer, height: int = 32,
-                  width: int = 48) -> common.Loaded:
+                  width: int = 48) -> loading.Loaded:
   """A `Loaded` model whose phrase grounding favours bright patches."""
   model = two_towers.Model(
       image_model="vit",
@@ -176,7 +176,7 @@ def planted_model(method: str, tokenizer, height: int = 32,
   config = mlc.ConfigDict(dict(input=dict(
       max_tokens=MAX_TOKENS, max_sentences=2, image_size=height, mean=0.5,
       std=0.5)))
-  return common.Loaded(config, model, variables, tokenizer, None, "planted")
+  return loading.Loaded(config, model, variables, tokenizer, None, "planted")
 
 
 def planted_images(patches, height: int = 32, width: int = 48) -> np.ndarray:

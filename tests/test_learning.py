@@ -15,6 +15,7 @@ from data_prep import mimic_cxr
 from data_prep import synthetic
 from data_prep import tokenizer as tok_train
 from jointcxr import demo
+from jointcxr import loading
 from jointcxr import train
 from jointcxr.evaluators import common
 from jointcxr.evaluators import retrieval_metrics
@@ -24,7 +25,7 @@ SUBJECTS, STEPS, SIZE = 400, 300, 64
 
 def _held_out_recall(workdir: str, data_dir: str) -> tuple[float, float, int]:
   """I->R and R->I R@10 over the validate + test studies pooled."""
-  loaded = common.load_workdir(workdir)
+  loaded = loading.load_workdir(workdir)
   parts = [common.embed_split(loaded, data_dir, s, batch_size=32)
            for s in ("validate", "test")]
   img = np.concatenate([p.img for p in parts])

@@ -14,6 +14,7 @@ import pytest
 from configs import convirt
 from jointcxr import checkpointing
 from jointcxr import kill_resume
+from jointcxr import loading
 from jointcxr import objectives
 from jointcxr import train
 from jointcxr.evaluators import common
@@ -111,8 +112,8 @@ def test_early_stopping_and_the_best_checkpoint(stopped, converted_mimic):
   assert checkpointing.Checkpointer(
       str(w / "checkpoints"), async_save=False).all_steps() == [4, 6]
   # checkpoint="best" loads the step-2 state, "latest" the final one.
-  b = common.load(str(w), "best")
-  assert b.step == 2 and common.load(str(w)).step == 6
+  b = loading.load(str(w), "best")
+  assert b.step == 2 and loading.load(str(w)).step == 6
   # The validation loss is the objective of the eval-mode embeddings of the
   # validation split (4 studies: one batch of 8 with 4 padded rows), and
   # its chance ratio is to ln(4), the real candidates.

@@ -1,18 +1,14 @@
-"""What the evaluators share: loading a trained model, embedding a split.
+"""What the evaluators share: embedding a split with a loaded model.
 
-A model is loaded from a training workdir (its `config.json`, tokenizer and
-newest, best-by-validation or a given checkpoint) or from an exported model
-directory (`jointcxr.export`). `embed_split` runs the model's image and
-text encoders over a converted split with the eval pipeline (no
-augmentation, padded last batch) and returns host arrays of the global embeddings, the pre-projection
-tower features (for linear probes), labels and ids; with several processes
-each embeds its share and the results are all-gathered.
+Models come from `jointcxr.loading` (a training workdir or an export).
+`embed_split` runs the model's image and text encoders over a converted
+split with the eval pipeline (no augmentation, padded last batch) and
+returns host arrays of the global embeddings, the pre-projection tower
+features (for linear probes), labels and ids; with several processes each
+embeds its share and the results are all-gathered.
 """
 
 import dataclasses
-import json
-import os
-from typing import Any
 
 from absl import logging
 import flax.linen as nn
@@ -21,113 +17,9 @@ from jax.experimental import multihost_utils
 import ml_collections as mlc
 import numpy as np
 
+from jointcxr import loading
 from jointcxr import sharding
 from jointcxr.data import pipeline
-from jointcxr.data import tokenizer as tok_lib
-
-
-@dataclasses.dataclass
-class Loaded:
-  config: mlc.ConfigDict
-  model: Any
-  variables: dict       # {"params": ..., "batch_stats": ...}
-  tokenizer: Any
-  step: int | None
-  source: str
-
-
-def _config_from_json(path: str) -> mlc.ConfigDict:
-  with open(path) as f:
-    return mlc.ConfigDict(json.load(f))
-
-
-def checkpoint_choice(value: Any) -> int | str | None:
-  """Parses an eval config's `checkpoint`: "latest" | "best" | a step.
-
-  Returns:
-    None (the newest), "best", or the step number.
-
-  Raises:
-    ValueError: anything else.
-  """
-  text = str(value).strip().lower()
-  if text in ("", "latest", "none"):
-    return None
-  if text == "best":
-    return "best"
-  if text.isdigit():
-    return int(text)
-  raise ValueError(f"checkpoint={value!r}: expected 'latest', 'best' or a "
-                   "step number")
-
-
-def load_workdir(workdir: str, step: int | str | None = None) -> Loaded:
-  """Model + variables from a training workdir.
-
-  Args:
-    workdir: the training workdir.
-    step: None / "latest" for the newest checkpoint, a step number, or
-      "best": the best state by the validation metric that the trainer
-      kept in `checkpoints_best/` (`config.val`, `config.early_stopping`).
-
-  Returns:
-    The loaded model (`step` says which step it is).
-
-  Raises:
-    FileNotFoundError: not a workdir, or no (best) checkpoint in it.
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  from jointcxr import checkpointing  # pylint: disable=g-import-not-at-top
-  from jointcxr.models import factory  # pylint: disable=g-import-not-at-top
-  step = checkpoint_choice(step) if isinstance(step, str) else step
-  cfg_path = os.path.join(workdir, "config.json")
-  if not os.path.exists(cfg_path):
-    raise FileNotFoundError(f"{workdir} is not a training workdir (no "
-                            "config.json)")
-  config = _config_from_json(cfg_path)
-  tok = tok_lib.load_tokenizer(tok_lib.run_tokenizer_path(config, workdir))
-  model = factory.from_config(config, tok.vocab_size)
-  sub = checkpointing.BEST_DIR if step == "best" else "checkpoints"
-  directory = os.path.join(os.path.abspath(workdir), sub)
-  if step == "best" and not os.path.isdir(directory):
-    raise FileNotFoundError(
-        f"{workdir} has no best checkpoint ({sub}/): it is kept only when "
-        "training validates (config.val.every_steps, val.keep_best)")
-  mngr = ocp.CheckpointManager(directory, item_names=("state", "data"))
-  steps = sorted(mngr.all_steps())
-  if not steps:
-    raise FileNotFoundError(f"{workdir}/{sub} holds no checkpoint")
-  # The best directory keeps one state (an older one only until the newer
-  # save commits): its newest step is the best.
-  step = steps[-1] if step in (None, "best") else step
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore()))["state"]
-  variables = {"params": restored["params"]}
-  if restored.get("batch_stats"):
-    variables["batch_stats"] = restored["batch_stats"]
-  return Loaded(config, model, variables, tok, step, workdir)
-
-
-def load(path: str, checkpoint: Any = "latest") -> Loaded:
-  """A training workdir or an exported model directory.
-
-  Args:
-    path: the directory.
-    checkpoint: of a workdir, "latest", "best" or a step number
-      (`checkpoint_choice`); an exported model has one state ("latest").
-
-  Returns:
-    The loaded model.
-  """
-  choice = checkpoint_choice(checkpoint)
-  if os.path.exists(os.path.join(path, "model_card.md")) or os.path.exists(
-      os.path.join(path, "export.json")):
-    if choice is not None:
-      raise ValueError(f"checkpoint={checkpoint!r} selects among a training "
-                       f"workdir's checkpoints; {path} is an exported model")
-    from jointcxr import export  # pylint: disable=g-import-not-at-top
-    return export.load_model(path)
-  return load_workdir(path, choice)
 
 
 @dataclasses.dataclass
@@ -230,7 +122,7 @@ def _sentence_mean(enc_txt, variables, put, batch: dict, tokenizer
   return out
 
 
-def embed_split(loaded: Loaded, data_dir: str, split: str, *,
+def embed_split(loaded: loading.Loaded, data_dir: str, split: str, *,
                 batch_size: int = 64, limit: int | None = None,
                 image_size: int | None = None,
                 text_mode: str = "auto") -> Embeddings:
@@ -302,7 +194,7 @@ def run_in_training(config, model, state, tok, mesh) -> dict:
     variables["batch_stats"] = state["batch_stats"]
   # Every process needs the whole parameters (an all-gather under FSDP
   # across hosts, hence before the split check: all processes take part).
-  loaded = Loaded(config, model, sharding.host_value(variables), tok, None,
+  loaded = loading.Loaded(config, model, sharding.host_value(variables), tok, None,
                   "training")
   try:
     pipeline.open_split(config.input.data_dir, ev.split)
