@@ -1,4 +1,4 @@
-"""Tests of jointcxr.alignment and the adversarial game (jointcxr.hsu.adversary).
+"""Tests of jointcxr.hsu.alignment and the adversarial game (hsu.adversary).
 
 References are float64 NumPy code written from the formulas (polar
 decomposition for Procrustes, sorted neighbour lists for CSLS), not from the
@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jointcxr import alignment
+from jointcxr.hsu import alignment
 from jointcxr.hsu import adversary
 from jointcxr.hsu import pipeline
 

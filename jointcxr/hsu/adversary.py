@@ -39,7 +39,7 @@ import ml_collections as mlc
 import numpy as np
 import optax
 
-from jointcxr import alignment
+from jointcxr.hsu import alignment
 
 
 def default_config() -> mlc.ConfigDict:

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
 
-from jointcxr import alignment
+from jointcxr.hsu import alignment
 from jointcxr.evaluators import retrieval
 from jointcxr.hsu import adversary
 
