@@ -152,39 +152,42 @@ def _meta(directory: str) -> tuple[dict, dict]:
   return meta, cfg
 
 
-def _tower(cfg: dict, kind: str):
+def _read_group(directory: str, name: str) -> dict:
+  """{collection: {tower: ...}} of one `<name>.safetensors` of an export."""
+  return traverse_util.unflatten_dict(
+      load_file(os.path.join(directory, f"{name}.safetensors")), sep="/")
+
+
+def _image_tower(cfg: dict):
   m = cfg["model"]
-  name = m["image_model"] if kind == "image" else m["text_model"]
-  kwargs = dict(m["image"] if kind == "image" else m["text"])
-  return importlib.import_module(f"jointcxr.models.{name}").Model(**kwargs)
+  return importlib.import_module(f"jointcxr.models.{m['image_model']}").Model(
+      **m["image"])
 
 
-def _load_group(directory: str, name: str, key: str) -> dict:
-  flat = load_file(os.path.join(directory, f"{name}.safetensors"))
-  tree = traverse_util.unflatten_dict(flat, sep="/")
-  return {coll: sub[key] for coll, sub in tree.items() if key in sub}
-
-
-def load_image_encoder(directory: str):
-  """(image tower module, {"params", "batch_stats"}) from an export."""
-  _, cfg = _meta(directory)
-  return _tower(cfg, "image"), _load_group(directory, "image_encoder", "img")
-
-
-def load_text_encoder(directory: str):
-  """(text tower module, {"params"}) from an export (+ its tokenizer path)."""
-  meta, cfg = _meta(directory)
-  tower = _tower_with_vocab(cfg, directory, meta)
-  return tower, _load_group(directory, "text_encoder", "txt")
-
-
-def _tower_with_vocab(cfg, directory, meta):
+def _text_tower(cfg: dict, directory: str, meta: dict):
+  """The text tower; a vocabulary size of -1 is read from the tokenizer."""
   text = dict(cfg["model"]["text"])
   if text.get("vocab_size", -1) == -1:
     text["vocab_size"] = tok_lib.load_tokenizer(os.path.join(
         directory, meta["tokenizer"])).vocab_size
   return importlib.import_module(
       f"jointcxr.models.{cfg['model']['text_model']}").Model(**text)
+
+
+def load_image_encoder(directory: str):
+  """(image tower module, {"params", "batch_stats"}) from an export."""
+  _, cfg = _meta(directory)
+  tree = _read_group(directory, "image_encoder")
+  return _image_tower(cfg), {c: sub["img"] for c, sub in tree.items()
+                             if "img" in sub}
+
+
+def load_text_encoder(directory: str):
+  """(text tower module, {"params"}) from an export (+ its tokenizer path)."""
+  meta, cfg = _meta(directory)
+  tree = _read_group(directory, "text_encoder")
+  return _text_tower(cfg, directory, meta), {c: sub["txt"] for c, sub in
+                                             tree.items() if "txt" in sub}
 
 
 def load_export(directory: str) -> Loaded:
@@ -194,11 +197,10 @@ def load_export(directory: str) -> Loaded:
   tok = tok_lib.load_tokenizer(os.path.join(directory, meta["tokenizer"]))
   variables: dict = {}
   for name in ("image_encoder", "text_encoder", "heads"):
-    for coll, sub in traverse_util.unflatten_dict(load_file(os.path.join(
-        directory, f"{name}.safetensors")), sep="/").items():
+    for coll, sub in _read_group(directory, name).items():
       variables.setdefault(coll, {}).update(sub)
   return Loaded(config, factory.from_config(config, tok.vocab_size),
-                       variables, tok, meta.get("step"), directory)
+                variables, tok, meta.get("step"), directory)
 
 
 def _check_fit(target: dict, source: dict, what: str) -> None:
